@@ -26,6 +26,19 @@ pub trait BusDevice: Send {
 pub trait Interrupt: Send + Sync {
     /// Signals the interrupt (an edge; for level lines, assert then deassert).
     fn trigger(&self);
+
+    /// Drives a level-triggered line (the ACPI SCI): `true` while the
+    /// device's condition holds, `false` once it is cleared. Devices call it
+    /// on every change of the condition, possibly repeating a level.
+    ///
+    /// The default pulses the line when asked to assert it, which is right
+    /// for implementations that only have edges; a runtime with
+    /// `KVM_IRQ_LINE` should override it to hold the level.
+    fn set_level(&self, high: bool) {
+        if high {
+            self.trigger();
+        }
+    }
 }
 
 /// Requests a device makes of the whole VM: ACPI S5 (power off) and the

@@ -6,3 +6,4 @@
 //! the [`bus::Interrupt`] trait.
 
 pub mod bus;
+pub mod serial;
