@@ -6,4 +6,5 @@
 //! the [`bus::Interrupt`] trait.
 
 pub mod bus;
+pub mod rtc;
 pub mod serial;
