@@ -6,5 +6,8 @@
 //! the [`bus::Interrupt`] trait.
 
 pub mod bus;
+pub mod cf9;
+pub mod i8042;
+pub mod port80;
 pub mod rtc;
 pub mod serial;
