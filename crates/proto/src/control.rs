@@ -240,6 +240,11 @@ pub enum Response {
     },
 }
 
+// Control messages never carry descriptors: a client's files are opened
+// by the parent, and the console is a path the client opens itself.
+impl crate::internal::FdCount for Request {}
+impl crate::internal::FdCount for Response {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
