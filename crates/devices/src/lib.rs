@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod cf9;
 pub mod i8042;
+pub mod pm;
 pub mod port80;
 pub mod rtc;
 pub mod serial;
