@@ -5,6 +5,7 @@
 //! I/O and MMIO through a [`bus::Bus`], and devices raise interrupts through
 //! the [`bus::Interrupt`] trait.
 
+pub mod acpi;
 pub mod bus;
 pub mod cf9;
 pub mod i8042;
