@@ -231,7 +231,7 @@ pub struct DiskConf {
 }
 
 /// `[local] interface [NAME] [{ ... }]`: one virtio-net NIC on a host tap.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct IfConf {
     /// Host tap device name (`tapN` or `tap`); `None` = next free.
     pub name: Option<String>,
@@ -250,6 +250,22 @@ pub struct IfConf {
     pub up: bool,
     /// `local interface`: host-side address from `local prefix`, DHCP by vmd.
     pub local: bool,
+}
+
+impl Default for IfConf {
+    /// A plain interface: any free tap, random MAC, up, on no switch.
+    fn default() -> Self {
+        IfConf {
+            name: None,
+            switch: None,
+            group: None,
+            lladdr: None,
+            locked: false,
+            rdomain: None,
+            up: true,
+            local: false,
+        }
+    }
 }
 
 /// What an instance of a VM may override (`allow instance { ... }`,
@@ -329,6 +345,19 @@ pub struct VmConf {
 }
 
 impl VmConf {
+    /// Number of NICs the VM gets: its `interface` lines, or more if
+    /// `interfaces N` asks for more (parse.y keeps the larger).
+    pub fn nic_count(&self) -> usize {
+        self.interfaces.len().max(self.min_interfaces as usize)
+    }
+
+    /// Its NICs, padded with default interfaces up to [`Self::nic_count`].
+    pub fn effective_interfaces(&self) -> Vec<IfConf> {
+        let mut nics = self.interfaces.clone();
+        nics.resize(self.nic_count(), IfConf::default());
+        nics
+    }
+
     /// An empty VM with vm.conf's defaults (enabled, nothing attached).
     pub fn new(name: impl Into<String>) -> Self {
         VmConf {
