@@ -312,3 +312,59 @@ fn iasl_disassembles_the_tables_cleanly() {
     let madt = std::fs::read_to_string(dir.path().join("apic.dsl")).unwrap();
     assert_eq!(madt.matches("[Processor Local APIC]").count(), 4, "{madt}");
 }
+
+/// ACPICA, the ACPI core Linux uses, run in user space by `acpiexec`
+/// (acpica-tools): it must load the FADT, DSDT and MADT without complaint
+/// and evaluate `\_S5_` and the `_CRS` of our devices as Linux will.
+#[test]
+fn acpica_loads_the_tables_and_evaluates_s5_and_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, p) = build(2);
+    let mut args = vec!["-b".to_string()];
+    args.push(r"evaluate \_S5_; evaluate \_SB.COM1._CRS; evaluate \_SB.RTC_._CRS".into());
+    for (name, bytes) in [("facp", &p.fadt), ("dsdt", &p.dsdt), ("apic", &p.madt)] {
+        let path = dir.path().join(format!("{name}.dat"));
+        std::fs::write(&path, bytes).unwrap();
+        args.push(path.to_string_lossy().into_owned());
+    }
+    let out = std::process::Command::new("acpiexec")
+        .args(&args)
+        .current_dir(dir.path())
+        .output()
+        .expect("acpiexec not found: run scripts/setup (package acpica-tools)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for line in text.lines() {
+        assert!(
+            !line.contains("ACPI Error")
+                && !line.contains("ACPI Warning")
+                && !line.contains("ACPI BIOS"),
+            "{line}\n{text}"
+        );
+        // acpiexec's self-tests poke GPE blocks and the PM2 arbiter bit,
+        // which we do not have; anything else unexpected is a failure.
+        if line.contains("Unexpected") {
+            assert!(
+                line.contains("Gpe") || line.contains("BitRegister"),
+                "{line}\n{text}"
+            );
+        }
+    }
+    assert!(text.contains("ACPI: FACP"), "{text}");
+    assert!(text.contains("ACPI: APIC"), "{text}");
+    let s5 = text.find(r"Evaluation of \_S5_").expect("_S5_ evaluated");
+    assert!(
+        text[s5..].starts_with(r"Evaluation of \_S5_ returned")
+            && text[s5..].contains("[Integer] = 0000000000000005"),
+        "{text}"
+    );
+    assert!(
+        text.contains("47 01 F8 03 F8 03 01 08 89 06 00 03 01 04"),
+        "{text}"
+    );
+    assert!(text.contains("47 01 70 00 70 00 01 02 79"), "{text}");
+}
