@@ -568,7 +568,8 @@ impl Lexer {
         loop {
             let mut c = self.lgetc(Some(q));
             if c == EOF {
-                return Tok::Eof;
+                // Already reported as an unterminated string.
+                return Tok::Error;
             }
             if c == i32::from(b'\n') {
                 self.cur().line += 1;
@@ -576,7 +577,7 @@ impl Lexer {
             } else if c == i32::from(b'\\') {
                 let next = self.lgetc(Some(q));
                 if next == EOF {
-                    return Tok::Eof;
+                    return Tok::Error;
                 }
                 if next == q || next == i32::from(b' ') || next == i32::from(b'\t') {
                     c = next;
@@ -742,7 +743,7 @@ mod tests {
     #[test]
     fn unterminated_quote_is_reported() {
         let mut l = Lexer::new("t", b"\"abc".to_vec(), &[]);
-        assert_eq!(l.next_token().tok, Tok::Eof);
+        assert_eq!(l.next_token().tok, Tok::Error);
         assert_eq!(l.diags[0].error, LexError::UnterminatedQuote);
     }
 

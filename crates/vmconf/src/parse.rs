@@ -96,20 +96,20 @@ pub enum ParseError {
     #[error("kernel specified more than once")]
     KernelTwice,
     /// `boot PATH` that does not resolve.
-    #[error("kernel path not found: {0}")]
-    KernelNotFound(String),
+    #[error("kernel path not found: {0}: {1}")]
+    KernelNotFound(String, String),
     /// Second `cdrom`.
     #[error("cdrom specified more than once")]
     CdromTwice,
     /// `cdrom PATH` that does not resolve.
-    #[error("cdrom path not found: {0}")]
-    CdromNotFound(String),
+    #[error("cdrom path not found: {0}: {1}")]
+    CdromNotFound(String, String),
     /// Second `initrd`.
     #[error("initrd specified more than once")]
     InitrdTwice,
     /// `initrd PATH` that does not resolve.
-    #[error("initrd path not found: {0}")]
-    InitrdNotFound(String),
+    #[error("initrd path not found: {0}: {1}")]
+    InitrdNotFound(String, String),
     /// Second `cmdline`.
     #[error("cmdline specified more than once")]
     CmdlineTwice,
@@ -134,6 +134,9 @@ pub enum ParseError {
     /// `format` other than raw or qcow2.
     #[error("unrecognized disk format {0}")]
     DiskFormat(String),
+    /// The same image twice in one VM.
+    #[error("disk {0} specified more than once")]
+    DiskTwice(String),
     /// A disk that cannot be added.
     #[error("failed to parse disks: {0}: {1}")]
     Disk(String, String),
@@ -749,6 +752,9 @@ impl Parser {
                     return Ok(());
                 }
                 match Self::realpath(&path) {
+                    Ok(real) if vm.disks.iter().any(|d| d.path == real) => {
+                        self.error(&at, ParseError::DiskTwice(path));
+                    }
                     Ok(real) => {
                         let format = format.unwrap_or_else(|| crate::sniff_disk_format(&real));
                         vm.disks.push(DiskConf { path: real, format });
@@ -780,7 +786,7 @@ impl Parser {
                 }
                 match Self::realpath(&path) {
                     Ok(real) => vm.boot = Some(real),
-                    Err(why) => self.error(&at, ParseError::KernelNotFound(why)),
+                    Err(why) => self.error(&at, ParseError::KernelNotFound(path, why)),
                 }
             }
             Tok::Kw(Kw::Cdrom) => {
@@ -791,7 +797,7 @@ impl Parser {
                 }
                 match Self::realpath(&path) {
                     Ok(real) => vm.cdrom = Some(real),
-                    Err(why) => self.error(&at, ParseError::CdromNotFound(why)),
+                    Err(why) => self.error(&at, ParseError::CdromNotFound(path, why)),
                 }
             }
             Tok::Kw(Kw::Initrd) => {
@@ -802,7 +808,7 @@ impl Parser {
                 }
                 match Self::realpath(&path) {
                     Ok(real) => vm.initrd = Some(real),
-                    Err(why) => self.error(&at, ParseError::InitrdNotFound(why)),
+                    Err(why) => self.error(&at, ParseError::InitrdNotFound(path, why)),
                 }
             }
             Tok::Kw(Kw::Cmdline) => {

@@ -11,12 +11,12 @@ use crate::types::{Ipv4Net, Ipv6Net, Owner, IF_NAME_MAX, VM_NAME_MAX};
 /// Why a value was rejected.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ValueError {
-    /// The text is not a number with an optional scale.
-    #[error("invalid size: {0}: Invalid argument")]
-    SizeSyntax(String),
-    /// The scaled number does not fit.
-    #[error("invalid size: {0}: Result too large")]
-    SizeRange(String),
+    /// The text is not a number with an optional scale (EINVAL).
+    #[error("Invalid argument")]
+    SizeSyntax,
+    /// The scaled number does not fit (ERANGE).
+    #[error("Result too large")]
+    SizeRange,
     /// Under one MiB.
     #[error("size must be at least one megabyte")]
     SizeTooSmall,
@@ -33,8 +33,8 @@ pub fn io_reason(e: &std::io::Error) -> String {
 /// scan_scaled(3): an integer or decimal number with an optional unit
 /// B, K, M, G, T, P or E (powers of 1024, either case).
 pub fn scan_scaled(text: &str) -> Result<i64, ValueError> {
-    let syntax = || ValueError::SizeSyntax(text.to_string());
-    let range = || ValueError::SizeRange(text.to_string());
+    let syntax = || ValueError::SizeSyntax;
+    let range = || ValueError::SizeRange;
     let s = text.trim_start();
     let (neg, s) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -271,13 +271,13 @@ mod tests {
         assert_eq!(scan_scaled("2T"), Ok(2 << 40));
         assert_eq!(scan_scaled("7B"), Ok(7));
         assert_eq!(scan_scaled("-1K"), Ok(-1024));
-        assert!(matches!(scan_scaled("12X"), Err(ValueError::SizeSyntax(_))));
-        assert!(matches!(scan_scaled("M"), Err(ValueError::SizeSyntax(_))));
-        assert!(matches!(scan_scaled("1MB"), Err(ValueError::SizeSyntax(_))));
-        assert!(matches!(scan_scaled("9E"), Err(ValueError::SizeRange(_))));
+        assert!(matches!(scan_scaled("12X"), Err(ValueError::SizeSyntax)));
+        assert!(matches!(scan_scaled("M"), Err(ValueError::SizeSyntax)));
+        assert!(matches!(scan_scaled("1MB"), Err(ValueError::SizeSyntax)));
+        assert!(matches!(scan_scaled("9E"), Err(ValueError::SizeRange)));
         assert!(matches!(
             scan_scaled("99999999999999999999999999999999999999999"),
-            Err(ValueError::SizeRange(_))
+            Err(ValueError::SizeRange)
         ));
     }
 

@@ -72,14 +72,6 @@ pub enum ValidateError {
         /// The earlier VM.
         other: String,
     },
-    /// One disk image in one VM twice.
-    #[error("vm \"{vm}\": disk {path} specified more than once")]
-    DiskTwice {
-        /// The VM.
-        vm: String,
-        /// The image.
-        path: String,
-    },
 }
 
 /// Check a parsed configuration. `vm_locs` and `switch_locs` give where each
@@ -188,18 +180,6 @@ pub fn validate(config: &Config, vm_locs: &[Location], switch_locs: &[Location])
                         },
                     );
                 }
-            }
-        }
-
-        for (j, d) in vm.disks.iter().enumerate() {
-            if vm.disks[..j].iter().any(|e| e.path == d.path) {
-                error(
-                    loc,
-                    ValidateError::DiskTwice {
-                        vm: vm.name.clone(),
-                        path: d.path.display().to_string(),
-                    },
-                );
             }
         }
 
