@@ -9,11 +9,12 @@
 //! lookups of [`Creds`]. The daemon asks, the registry decides and records,
 //! the daemon carries out the returned actions.
 //!
-//! Submodules: [`register`](self) validation lives in `register.rs`,
-//! instances in `instance.rs`, permissions and file access in `perm.rs`,
-//! start/stop/pause/exit decisions in `lifecycle.rs`, load/reload/reset
-//! and the staggered start in `config.rs`, `vmctl status` rows in
-//! `status.rs`.
+//! Files: `register.rs` validates and registers, `instance.rs` resolves
+//! instances, `perm.rs` holds permissions and file access, `lifecycle.rs`
+//! the start/stop/pause/wait/exit decisions, `config.rs`
+//! load/reload/reset and the staggered start, `status.rs` the `vmctl
+//! status` rows. Result codes and vmctl's messages for them are in
+//! [`proto::codes`].
 
 mod config;
 mod instance;

@@ -510,6 +510,8 @@ mod tests {
 
     #[test]
     fn instance_owner_neither_requester_nor_parent_owner_is_eperm() {
+        // Only a configuration file names an owner (ad-hoc requests are
+        // stamped with the requester); root may, a user may not.
         let mut r = with_template(InstancePerms::default());
         let mut c = child("c1");
         c.owner = Some(Owner {

@@ -341,6 +341,15 @@ impl Registry {
             .collect()
     }
 
+    /// The stop request never reached the VM (vmm answered an error): it
+    /// is not stopping after all, and nobody waits for it.
+    pub fn stop_not_delivered(&mut self, id: VmId) {
+        if let Some(vm) = self.get_mut(id) {
+            vm.state.shutdown = false;
+            vm.waiter = None;
+        }
+    }
+
     /// `vmctl wait`: the client waits until the VM stops. Unknown `ENOENT`,
     /// not permitted `EPERM`, not running `VMD_VM_STOP_INVALID`, another
     /// client already waiting `EINTR`.
@@ -751,6 +760,20 @@ mod tests {
             ExitOutcome::Stopped(rel) => assert_eq!(rel.waiter, Some(7)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn undelivered_stop_can_be_asked_again() {
+        let mut r = reg();
+        let id = add_config(&mut r, conf("web"));
+        running(&mut r, id, t0());
+        r.terminate(&VmTarget::Id(id), &root(), false, true, 3)
+            .unwrap();
+        r.stop_not_delivered(id);
+        assert_eq!(r.by_id(id).unwrap().waiter, None);
+        assert!(r
+            .terminate(&VmTarget::Id(id), &root(), false, false, 1)
+            .is_ok());
     }
 
     #[test]

@@ -328,6 +328,29 @@ mod tests {
     }
 
     #[test]
+    fn creds_of_nobody_come_from_the_user_database() {
+        let c = Creds::for_uid(65534);
+        assert_eq!(c.uid, 65534);
+        assert_eq!(c.gid, 65534);
+        assert!(c.in_group(65534));
+        assert!(!c.in_group(0));
+    }
+
+    #[test]
+    fn creds_of_unknown_uid_have_no_groups() {
+        let c = Creds::for_uid(3_999_999);
+        assert!(c.groups.is_empty());
+        assert!(!c.in_group(0));
+    }
+
+    #[test]
+    fn lookup_adds_supplementary_groups_of_root() {
+        let c = Creds::lookup(0, 0);
+        assert!(c.is_root());
+        assert!(c.groups.contains(&0));
+    }
+
+    #[test]
     fn access_refused_for_other_users_private_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = file(dir.path(), "disk", 65534, 65534, 0o600);
