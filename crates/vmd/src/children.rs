@@ -1,0 +1,48 @@
+//! Entry points of the re-executed children (the `run` functions of vmd's
+//! `proc.c` table): each takes its inherited descriptors, drops its
+//! privileges and enters its loop.
+
+use privsep::exec::{inherited, parent_channel, FIRST_EXTRA_FD};
+use privsep::{Listener, Role};
+
+use crate::args::Args;
+
+/// Runs child `role`; the process's exit status on return.
+pub fn run_child(role: Role, args: &Args) -> anyhow::Result<i32> {
+    let chan = parent_channel()?;
+    match role {
+        Role::Control => {
+            let listener = Listener::from_fd(inherited(FIRST_EXTRA_FD)?);
+            let user = privsep::drop_privileges()?;
+            tracing::debug!("control: running as {}", user.name);
+            crate::control::Control::new(chan, listener).run()?;
+            Ok(0)
+        }
+        Role::Vmm => {
+            let user = privsep::drop_privileges()?;
+            tracing::debug!("vmm: running as {}", user.name);
+            crate::vmm::Vmm::new(chan, args.child_flags())?.run()?;
+            Ok(0)
+        }
+        Role::Vm => {
+            // Started by vmm, so already unprivileged; drop anyway if not.
+            if nix::unistd::geteuid().is_root() {
+                privsep::drop_privileges()?;
+            }
+            privsep::user::set_no_new_privs()?;
+            drop(chan);
+            anyhow::bail!("the vm runtime is not built in yet")
+        }
+    }
+}
+
+/// Ignores SIGINT and SIGHUP: a child ends when the parent tells it, or
+/// when its channel to the parent closes.
+pub fn ignore_terminal_signals() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: installing SIG_IGN runs no code of ours in signal
+        // context.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+}
