@@ -174,6 +174,27 @@ pub struct Owner {
     pub group: Option<String>,
 }
 
+impl std::fmt::Display for Owner {
+    /// `user:group`, `user`, `:group` (names, or ids where no name is known),
+    /// or nothing.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self
+            .user
+            .clone()
+            .or_else(|| self.uid.map(|u| u.to_string()));
+        let group = self
+            .group
+            .clone()
+            .or_else(|| self.gid.map(|g| g.to_string()));
+        match (user, group) {
+            (Some(u), Some(g)) => write!(f, "{u}:{g}"),
+            (Some(u), None) => write!(f, "{u}"),
+            (None, Some(g)) => write!(f, ":{g}"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
 /// `switch NAME { ... }` (vmd.h `struct vmd_switch`): a Linux bridge.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SwitchConf {
@@ -379,5 +400,46 @@ impl VmConf {
             instance_owner: None,
             line: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_display() {
+        let o = |uid, gid, user: Option<&str>, group: Option<&str>| Owner {
+            uid,
+            gid,
+            user: user.map(String::from),
+            group: group.map(String::from),
+        };
+        assert_eq!(
+            o(Some(0), Some(0), Some("root"), Some("wheel")).to_string(),
+            "root:wheel"
+        );
+        assert_eq!(o(Some(1000), None, None, None).to_string(), "1000");
+        assert_eq!(o(None, Some(5), None, Some("tty")).to_string(), ":tty");
+        assert_eq!(o(None, Some(5), None, None).to_string(), ":5");
+        assert_eq!(Owner::default().to_string(), "");
+    }
+
+    #[test]
+    fn padded_interfaces_are_plain_and_up() {
+        let mut vm = VmConf::new("v");
+        vm.interfaces.push(IfConf {
+            switch: Some("s".into()),
+            ..IfConf::default()
+        });
+        vm.min_interfaces = 3;
+        let nics = vm.effective_interfaces();
+        assert_eq!(vm.nic_count(), 3);
+        assert_eq!(nics[0].switch.as_deref(), Some("s"));
+        assert!(nics[1..]
+            .iter()
+            .all(|n| n.up && n.switch.is_none() && !n.local));
+        vm.min_interfaces = 0;
+        assert_eq!(vm.nic_count(), 1);
     }
 }
