@@ -9,9 +9,11 @@
 //! the receive FIFO empty.
 //!
 //! Output: every byte the guest writes to the transmit register is written
-//! and flushed to the sink at once. A write error (for example `EAGAIN` on a
-//! non-blocking pty nobody reads) loses that byte, counted by
-//! [`Serial::lost_bytes`]; the guest never blocks on it.
+//! and flushed to the sink at once, on the vCPU thread. Give a sink that
+//! does not block (a non-blocking pty or pipe): a write error such as
+//! `EAGAIN` when nobody reads loses that byte, counted by
+//! [`Serial::lost_bytes`], and the guest carries on; a blocking sink would
+//! stall the vCPU instead.
 //!
 //! Input: the runtime's event loop reads the console fd and hands the bytes
 //! to [`Serial::enqueue_raw_bytes`], which accepts at most
@@ -36,6 +38,8 @@ pub const COM1_PORT: u64 = 0x3f8;
 pub const SERIAL_PORT_LEN: u64 = 8;
 /// ISA IRQ of COM1.
 pub const COM1_IRQ: u32 = 4;
+/// Size of the receive FIFO.
+pub const FIFO_SIZE: usize = 64;
 
 /// Adapts our [`Interrupt`] to `vm-superio`'s `Trigger`.
 struct IrqTrigger(Arc<dyn Interrupt>);
@@ -49,12 +53,11 @@ impl Trigger for IrqTrigger {
     }
 }
 
-/// Counters and the "input drained" notification, fed by `vm-superio`.
+/// Output counters, fed by `vm-superio`.
 #[derive(Default)]
 struct Events {
     out_bytes: AtomicU64,
     lost_bytes: AtomicU64,
-    drained: Option<EventFd>,
 }
 
 impl SerialEvents for Events {
@@ -68,13 +71,9 @@ impl SerialEvents for Events {
         self.lost_bytes.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn in_buffer_empty(&self) {
-        if let Some(fd) = &self.drained {
-            if let Err(e) = fd.write(1) {
-                tracing::debug!("serial: cannot signal drained input: {e}");
-            }
-        }
-    }
+    // Called on every data read that leaves the FIFO empty, even one that
+    // found it empty already; `Serial` signals real transitions instead.
+    fn in_buffer_empty(&self) {}
 }
 
 type Inner = vm_superio::Serial<IrqTrigger, Arc<Events>, Box<dyn Write + Send>>;
@@ -83,6 +82,7 @@ type Inner = vm_superio::Serial<IrqTrigger, Arc<Events>, Box<dyn Write + Send>>;
 pub struct Serial {
     inner: Inner,
     events: Arc<Events>,
+    drained: Option<EventFd>,
 }
 
 impl Serial {
@@ -93,12 +93,13 @@ impl Serial {
         out: Box<dyn Write + Send>,
         drained: Option<EventFd>,
     ) -> Self {
-        let events = Arc::new(Events {
-            drained,
-            ..Events::default()
-        });
+        let events = Arc::new(Events::default());
         let inner = vm_superio::Serial::with_events(IrqTrigger(irq), events.clone(), out);
-        Self { inner, events }
+        Self {
+            inner,
+            events,
+            drained,
+        }
     }
 
     /// Queues console input for the guest; returns how many bytes of `input`
@@ -137,11 +138,19 @@ impl Serial {
 impl BusDevice for Serial {
     /// A wider-than-byte access reads consecutive registers, as on an ISA bus.
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let was_pending = self.inner.fifo_capacity() < FIFO_SIZE;
         for (i, b) in data.iter_mut().enumerate() {
             *b = match offset.checked_add(i as u64) {
                 Some(o) if o < SERIAL_PORT_LEN => self.inner.read(o as u8),
                 _ => 0xff,
             };
+        }
+        if was_pending && self.inner.fifo_capacity() == FIFO_SIZE {
+            if let Some(fd) = &self.drained {
+                if let Err(e) = fd.write(1) {
+                    tracing::debug!("serial: cannot signal drained input: {e}");
+                }
+            }
         }
     }
 
@@ -263,7 +272,7 @@ mod tests {
     fn input_respects_the_fifo_capacity() {
         let (mut s, _, _) = uart();
         let cap = s.fifo_capacity();
-        assert_eq!(cap, 64);
+        assert_eq!(cap, FIFO_SIZE);
         let big = vec![b'z'; cap + 10];
         assert_eq!(s.enqueue_raw_bytes(&big), cap);
         assert_eq!(s.fifo_capacity(), 0);
@@ -288,6 +297,9 @@ mod tests {
         assert!(fd.read().is_err(), "signalled before the FIFO was empty");
         rd(&mut s, DATA);
         assert_eq!(fd.read().unwrap(), 1);
+        // Reading an empty FIFO again is no news.
+        rd(&mut s, DATA);
+        assert!(fd.read().is_err(), "signalled for an already empty FIFO");
     }
 
     #[test]
