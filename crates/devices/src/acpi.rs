@@ -26,11 +26,13 @@
 //!   0x70-0x71, no IRQ) under `\_SB`. No PCI root bridge yet.
 //! - MADT: one enabled local APIC per vCPU, ACPI processor UID and APIC id
 //!   both 0..N-1 (so the runtime must give vCPU i APIC id i); the IOAPIC,
-//!   id 0, at 0xfec00000, GSI base 0; interrupt source overrides ISA IRQ 0
-//!   → GSI 2 (the PIT, as on every PC; the runtime's GSI routing must
-//!   deliver the PIT on IOAPIC pin 2, see [`AcpiLayout::pit_on_gsi2`]) and
-//!   IRQ 9 → GSI 9 level, active high (the SCI); LINT1 of every CPU is NMI.
-//!   The PC-AT flag is set: there are 8259 PICs.
+//!   id 0, at 0xfec00000, GSI base 0; an interrupt source override for
+//!   IRQ 9 → GSI 9, level, active high (the SCI); LINT1 of every CPU is NMI.
+//!   The PC-AT flag is set: there are 8259 PICs. ISA IRQs 0-15 are
+//!   otherwise identity-mapped to GSIs 0-15, which is what KVM's default
+//!   GSI routing does with the in-kernel PIT (GSI 0 → IOAPIC pin 0). A
+//!   runtime that reroutes the PIT to pin 2 like QEMU sets
+//!   [`AcpiLayout::pit_on_gsi2`] to add the classic IRQ 0 → GSI 2 override.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
@@ -128,22 +130,23 @@ pub struct AcpiLayout {
     /// End (exclusive) of the area for the other tables.
     pub tables_end: GuestAddress,
     /// Whether the MADT says ISA IRQ 0 (the PIT) arrives on GSI 2, as on
-    /// real PCs and in QEMU. Set it when the runtime routes the PIT to
-    /// IOAPIC pin 2; clear it to keep KVM's default identity routing (the
-    /// PIT on pin 0), for which the MADT then has no IRQ 0 override.
+    /// real PCs and in QEMU. Leave it clear with KVM's default GSI routing,
+    /// which delivers the in-kernel PIT (GSI 0) on IOAPIC pin 0; set it only
+    /// if the runtime routes GSI 0 to IOAPIC pin 2 with
+    /// `KVM_SET_GSI_ROUTING`.
     pub pit_on_gsi2: bool,
 }
 
 impl AcpiLayout {
     /// The default placement for `vcpus` vCPUs: RSDP at 0xe0000, tables from
-    /// 0xe0040 to 0x100000, PIT on GSI 2.
+    /// 0xe0040 to 0x100000, KVM's default identity routing of ISA IRQs.
     pub fn new(vcpus: u32) -> Self {
         AcpiLayout {
             vcpus,
             rsdp_addr: GuestAddress(RSDP_ADDR),
             tables_addr: GuestAddress(RSDP_ADDR + ALIGN),
             tables_end: GuestAddress(TABLES_END),
-            pit_on_gsi2: true,
+            pit_on_gsi2: false,
         }
     }
 }

@@ -146,7 +146,7 @@ fn madt_describes_the_ioapic_overrides_and_nmi() {
         .filter(|(t, _)| *t == 2)
         .map(|(_, e)| (e[3], u32_at(e, 4), u16_at(e, 8)))
         .collect();
-    assert_eq!(isos, vec![(0, 2, 0), (9, 9, 0x000d)]);
+    assert_eq!(isos, vec![(9, 9, 0x000d)]);
 
     let nmis: Vec<_> = entries.iter().filter(|(t, _)| *t == 4).collect();
     assert_eq!(nmis.len(), 1);
@@ -154,19 +154,19 @@ fn madt_describes_the_ioapic_overrides_and_nmi() {
 }
 
 #[test]
-fn without_pit_remap_there_is_no_irq0_override() {
+fn pit_remap_adds_the_irq0_override() {
     let m = mem();
     let layout = AcpiLayout {
-        pit_on_gsi2: false,
+        pit_on_gsi2: true,
         ..AcpiLayout::new(1)
     };
     let p = parse(&m, create_tables(&m, &layout).unwrap());
-    let irqs: Vec<u8> = madt_entries(&p.madt)
+    let isos: Vec<(u8, u32, u16)> = madt_entries(&p.madt)
         .iter()
         .filter(|(t, _)| *t == 2)
-        .map(|(_, e)| e[3])
+        .map(|(_, e)| (e[3], u32_at(e, 4), u16_at(e, 8)))
         .collect();
-    assert_eq!(irqs, vec![9]);
+    assert_eq!(isos, vec![(0, 2, 0), (9, 9, 0x000d)]);
 }
 
 #[test]
