@@ -32,7 +32,7 @@ pub use lifecycle::{
 };
 pub use perm::{check_access, check_access_file, check_perm, Access, Creds, FileCheck, FileRole};
 pub use proto::{VmInfo, VmState, VmTarget};
-pub use status::{fmt_scaled, format_status, owner_string, STATUS_HEADER};
+pub use status::owner_string;
 use vmconf::{Global, Owner, SwitchConf, VmConf};
 
 /// A VM's id: stable per (name, registering uid) while the daemon runs,

@@ -1,14 +1,9 @@
-//! What `vmctl status` shows for each VM (vmd.c's `GET_INFO_VM` handling,
-//! and vmctl.c's `print_vm_info` and OpenBSD's `fmt_scaled` for the
-//! columns).
+//! What `vmctl status` shows for each VM (vmd.c's `GET_INFO_VM` handling):
+//! the rows; vmctl lays them out.
 
-use proto::{VmInfo, VmState};
+use proto::VmInfo;
 
 use super::{Error, Registry, Vm, VmTarget};
-
-/// The header line of `vmctl status` (vmctl.c's column layout).
-pub const STATUS_HEADER: &str =
-    "   ID   PID VCPUS  MAXMEM  CURMEM     TTY        OWNER    STATE   NAME";
 
 /// `user[:group]` as vmctl shows an owner: names where the system knows
 /// them, numbers otherwise; no group part without a group.
@@ -23,40 +18,6 @@ pub fn owner_string(uid: u32, gid: Option<u32>) -> String {
             Ok(Some(g)) => format!("{user}:{}", g.name),
             _ => format!("{user}:{gid}"),
         },
-    }
-}
-
-/// A byte count the way OpenBSD's `fmt_scaled(3)` prints it: at most three
-/// digits and a unit of B, K, M, G, T, P or E, one decimal below 100
-/// units (`512M`, `1.0G`, `1.5G`, `0B`).
-pub fn fmt_scaled(bytes: u64) -> String {
-    const UNITS: [char; 7] = ['B', 'K', 'M', 'G', 'T', 'P', 'E'];
-    let mut unit = 0;
-    let mut scale: u64 = 1;
-    while unit + 1 < UNITS.len() && bytes / 1024 >= scale {
-        scale *= 1024;
-        unit += 1;
-    }
-    let mut number = bytes / scale;
-    let mut fract = if unit == 0 {
-        0
-    } else {
-        (bytes % scale) / (scale / 1024)
-    };
-    fract = (10 * fract + 512) / 1024;
-    if fract >= 10 {
-        number += 1;
-        fract = 0;
-    }
-    if number == 0 {
-        "0B".to_string()
-    } else if unit == 0 || number >= 100 {
-        if fract >= 5 {
-            number += 1;
-        }
-        format!("{number}{}", UNITS[unit])
-    } else {
-        format!("{number}.{fract}{}", UNITS[unit])
     }
 }
 
@@ -92,71 +53,27 @@ impl Registry {
         target: Option<&VmTarget>,
         running_only: bool,
     ) -> Result<Vec<VmInfo>, Error> {
-        let mut rows: Vec<VmInfo> = match target {
-            None | Some(VmTarget::All) => self.vms().map(row).collect(),
-            Some(t) => vec![row(self.by_target(t)?)],
+        let vms: Vec<&Vm> = match target {
+            None | Some(VmTarget::All) => self.vms().collect(),
+            Some(t) => vec![self.by_target(t)?],
         };
-        if running_only {
-            rows.retain(|r| r.state != VmState::Stopped && r.state != VmState::Waiting);
-        }
+        let mut rows: Vec<VmInfo> = vms
+            .into_iter()
+            .filter(|vm| vm.state.running || !running_only)
+            .map(row)
+            .collect();
         rows.sort_by_key(|r| r.id);
         Ok(rows)
     }
-}
-
-/// The `vmctl status` table for these rows: header, then one line each
-/// (vmctl.c's `%5s %5s %5s %7s %7s %7s %12s %8s %s`; the tty without its
-/// `/dev/` prefix).
-pub fn format_status(rows: &[VmInfo]) -> String {
-    let mut out = String::from(STATUS_HEADER);
-    out.push('\n');
-    for r in rows {
-        let running = !matches!(r.state, VmState::Stopped | VmState::Waiting);
-        let pid = r.pid.map_or("-".to_string(), |p| p.to_string());
-        let curmem = if running {
-            fmt_scaled(r.cur_mem)
-        } else {
-            "-".to_string()
-        };
-        let tty = r.tty.as_deref().map_or("-", |t| {
-            t.strip_prefix("/dev/")
-                .filter(|s| !s.is_empty())
-                .unwrap_or(t)
-        });
-        out.push_str(&format!(
-            "{:>5} {:>5} {:>5} {:>7} {:>7} {:>7} {:>12} {:>8} {}\n",
-            r.id,
-            pid,
-            r.vcpus,
-            fmt_scaled(r.max_mem),
-            curmem,
-            tty,
-            r.owner,
-            r.state.as_str(),
-            r.name
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
     use super::*;
+    use proto::VmState;
     use std::time::Instant;
     use vmconf::Owner;
-
-    #[test]
-    fn fmt_scaled_matches_openbsd() {
-        assert_eq!(fmt_scaled(0), "0B");
-        assert_eq!(fmt_scaled(100), "100B");
-        assert_eq!(fmt_scaled(512 << 20), "512M");
-        assert_eq!(fmt_scaled(1 << 30), "1.0G");
-        assert_eq!(fmt_scaled(1536 << 20), "1.5G");
-        assert_eq!(fmt_scaled(2 << 30), "2.0G");
-        assert_eq!(fmt_scaled(64 << 20), "64.0M");
-        assert_eq!(fmt_scaled(128 << 30), "128G");
-    }
 
     #[test]
     fn owner_string_uses_names_and_numbers() {
@@ -221,45 +138,6 @@ mod tests {
         assert_eq!(
             r.status(Some(&VmTarget::Name("x".into())), false),
             Err(Error::NotFound)
-        );
-    }
-
-    #[test]
-    fn status_table_has_vmctl_columns() {
-        let rows = [
-            VmInfo {
-                id: 1,
-                pid: Some(4321),
-                vcpus: 1,
-                max_mem: 512 << 20,
-                cur_mem: 512 << 20,
-                tty: Some("/dev/pts/5".into()),
-                owner: "root".into(),
-                state: VmState::Running,
-                name: "web".into(),
-            },
-            VmInfo {
-                id: 2,
-                pid: None,
-                vcpus: 2,
-                max_mem: 1 << 30,
-                cur_mem: 0,
-                tty: None,
-                owner: "alice:staff".into(),
-                state: VmState::Stopped,
-                name: "db".into(),
-            },
-        ];
-        let out = format_status(&rows);
-        let lines: Vec<_> = out.lines().collect();
-        assert_eq!(lines[0], STATUS_HEADER);
-        assert_eq!(
-            lines[1],
-            "    1  4321     1    512M    512M   pts/5         root  running web"
-        );
-        assert_eq!(
-            lines[2],
-            "    2     -     2    1.0G       -       -  alice:staff  stopped db"
         );
     }
 }
