@@ -325,10 +325,7 @@ impl Parent {
             }
             VmmToParent::StopResult { id, code } => {
                 if code != 0 {
-                    if let Some(vm) = self.registry.get_mut(id) {
-                        vm.state.shutdown = false;
-                        vm.waiter = None;
-                    }
+                    self.registry.stop_not_delivered(id);
                 }
                 if let Some((client, deferred)) = self.stopping.remove(&id) {
                     if code != 0 {
