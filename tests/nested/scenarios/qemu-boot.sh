@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# QEMU/KVM boots the stock test guest (PVH vmlinux + initramfs): proves the
+# bench works. The guest reports its CPUs and memory, then powers off, and
+# QEMU must exit by itself.
+# timeout: 120
+set -euo pipefail
+. "$(dirname "$0")/../lib.sh"
+
+console=$LOGS/l2-console.log
+qemu_l2 "$console" -append "$(guest_cmdline cpus,mem,poweroff)"
+expect_marker "$console" GUEST-READY 60
+expect_marker "$console" GUEST-POWEROFF 30
+expect_exit "$BG_PID" 30 0
+
+cpus=$(marker_value "$console" GUEST-CPUS=)
+[ "$cpus" = 1 ] || fail "guest saw '$cpus' CPUs, expected 1"
+mem=$(marker_value "$console" GUEST-MEM-KB=)
+# 256 MiB minus what the kernel keeps for itself.
+[ "${mem:-0}" -gt 150000 ] && [ "$mem" -le 262144 ] || fail "guest memory '$mem' KiB is not about 256 MiB"
+info "guest saw $cpus CPUs and $mem KiB"
