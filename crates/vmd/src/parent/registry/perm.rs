@@ -350,6 +350,72 @@ mod tests {
         assert!(c.groups.contains(&0));
     }
 
+    /// A user and a group created in the system databases for one test,
+    /// deleted when dropped.
+    struct TempUser {
+        name: String,
+    }
+
+    impl TempUser {
+        fn new(tag: &str) -> Self {
+            let name = format!("vmdreg{tag}{}", std::process::id());
+            let run = |cmd: &str, args: &[&str]| {
+                let ok = std::process::Command::new(cmd)
+                    .args(args)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "{cmd} {args:?} failed");
+            };
+            run("groupadd", &[&name]);
+            run(
+                "useradd",
+                &["-M", "-N", "-g", "nogroup", "-G", &name, &name],
+            );
+            TempUser { name }
+        }
+
+        fn uid(&self) -> u32 {
+            nix::unistd::User::from_name(&self.name)
+                .unwrap()
+                .unwrap()
+                .uid
+                .as_raw()
+        }
+
+        fn gid(&self) -> u32 {
+            nix::unistd::Group::from_name(&self.name)
+                .unwrap()
+                .unwrap()
+                .gid
+                .as_raw()
+        }
+    }
+
+    impl Drop for TempUser {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("userdel")
+                .arg(&self.name)
+                .status();
+            let _ = std::process::Command::new("groupdel")
+                .arg(&self.name)
+                .status();
+        }
+    }
+
+    #[test]
+    fn supplementary_group_from_the_group_database_grants_access() {
+        let u = TempUser::new("g");
+        let creds = Creds::for_uid(u.uid());
+        assert!(creds.in_group(u.gid()), "{creds:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let shared = file(dir.path(), "shared", 65534, u.gid(), 0o660);
+        let private = file(dir.path(), "private", 0, 0, 0o660);
+        assert!(check_access(&shared, &creds, Access::ReadWrite).is_ok());
+        assert!(check_access(&private, &creds, Access::Read).is_err());
+        let owner = owner(None, Some(u.gid()));
+        assert!(check_perm(None, Some(&owner), &creds));
+    }
+
     #[test]
     fn access_refused_for_other_users_private_file() {
         let dir = tempfile::tempdir().unwrap();
