@@ -623,6 +623,12 @@ mod tests {
     }
 
     #[test]
+    fn claiming_a_64_byte_name_fails() {
+        let mut r = reg();
+        assert_eq!(r.claim_id(&"a".repeat(64), 0), Err(Error::NameTooLong));
+    }
+
+    #[test]
     fn id_is_stable_across_remove_and_register() {
         let mut r = reg();
         let id = r.register(conf("web"), &root(), false).unwrap();

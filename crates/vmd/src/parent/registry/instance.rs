@@ -533,6 +533,27 @@ mod tests {
     }
 
     #[test]
+    fn instance_of_an_instance_needs_the_instance_flag() {
+        let mut r = with_template(InstancePerms {
+            instance: true,
+            ..InstancePerms::default()
+        });
+        r.register(child("c1"), &user(ALICE), false).unwrap();
+        let mut c2 = child("c2");
+        c2.instance_of = Some("c1".into());
+        assert!(r.register(c2, &user(ALICE), false).is_ok());
+
+        let mut r = with_template(InstancePerms::default());
+        r.register(child("c1"), &user(ALICE), false).unwrap();
+        let mut c2 = child("c2");
+        c2.instance_of = Some("c1".into());
+        assert_eq!(
+            r.register(c2, &user(ALICE), false),
+            Err(Error::NoInstancePermission)
+        );
+    }
+
+    #[test]
     fn instance_passes_on_permissions_only_with_instance_flag() {
         let mut r = with_template(InstancePerms {
             instance: true,

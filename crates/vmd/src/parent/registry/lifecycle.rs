@@ -794,6 +794,33 @@ mod tests {
     }
 
     #[test]
+    fn starting_a_waiting_vm_takes_it_out_of_the_staggered_start() {
+        let mut r = reg();
+        let mut cfg = vmconf::Config::default();
+        cfg.vms = vec![owned_by("a", ALICE), conf("b")];
+        r.apply_config(&cfg, super::super::LoadMode::Load).unwrap();
+        let a = r.start_request(VmConf::new("a"), &user(ALICE)).unwrap();
+        running(&mut r, a, t0());
+        let batch = r.next_batch(8);
+        assert_eq!(batch.start, [r.by_name("b").unwrap().id]);
+    }
+
+    #[test]
+    fn wait_by_other_user_is_eperm() {
+        let mut r = reg();
+        let id = add_config(&mut r, owned_by("web", ALICE));
+        running(&mut r, id, t0());
+        assert_eq!(
+            r.wait(&VmTarget::Name("web".into()), &user(BOB), 1),
+            Err(Error::PermissionDenied)
+        );
+        assert_eq!(
+            r.wait(&VmTarget::Name("web".into()), &user(ALICE), 1),
+            Ok(id)
+        );
+    }
+
+    #[test]
     fn second_waiter_is_eintr() {
         let mut r = reg();
         let id = add_config(&mut r, conf("web"));
