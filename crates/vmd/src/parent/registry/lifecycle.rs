@@ -796,8 +796,10 @@ mod tests {
     #[test]
     fn starting_a_waiting_vm_takes_it_out_of_the_staggered_start() {
         let mut r = reg();
-        let mut cfg = vmconf::Config::default();
-        cfg.vms = vec![owned_by("a", ALICE), conf("b")];
+        let cfg = vmconf::Config {
+            vms: vec![owned_by("a", ALICE), conf("b")],
+            ..Default::default()
+        };
         r.apply_config(&cfg, super::super::LoadMode::Load).unwrap();
         let a = r.start_request(VmConf::new("a"), &user(ALICE)).unwrap();
         running(&mut r, a, t0());
