@@ -20,7 +20,16 @@
 //!   SMI command port (always in ACPI mode), no GPE blocks; reset register
 //!   = I/O port 0xcf9 ([`crate::cf9`]) value 6; power button as a fixed
 //!   feature, no sleep button; RTC century byte 0x32 ([`crate::rtc`]);
-//!   `IAPC_BOOT_ARCH`: legacy devices and an 8042, no VGA, no ASPM.
+//!   `IAPC_BOOT_ARCH`: legacy devices, no VGA, no ASPM, and no 8042 (see
+//!   below).
+//!
+//! Why the FADT hides the 8042: with the 8042 flag set and no PS/2 device
+//! in the DSDT, Linux's i8042 driver probes the ports directly and waits
+//! for keyboard and mouse replies and IRQs 1 and 12 that a controller
+//! without devices never sends (hundreds of milliseconds of boot). With the
+//! flag clear it leaves the chip alone. The chip is still there for its
+//! reset line: Linux's reboot fallback and firmware write 0xfe to port 0x64
+//! without a driver, and [`crate::i8042`] answers them.
 //! - DSDT: `\_S5_` = {5, 0} (S5 is `SLP_TYP` 5, see [`crate::pm`]); COM1
 //!   (`PNP0501`, I/O 0x3f8-0x3ff, IRQ 4) and the RTC (`PNP0B00`, I/O
 //!   0x70-0x71, no IRQ) under `\_SB`. No PCI root bridge yet.
@@ -83,7 +92,6 @@ const INTI_CONFORMS: u16 = 0;
 const ALL_PROCESSORS: u8 = 0xff;
 
 const BOOT_ARCH_LEGACY_DEVICES: u16 = 1 << 0;
-const BOOT_ARCH_8042: u16 = 1 << 1;
 const BOOT_ARCH_NO_VGA: u16 = 1 << 2;
 const BOOT_ARCH_NO_ASPM: u16 = 1 << 4;
 
@@ -252,8 +260,7 @@ fn fadt(facs: u64, dsdt: u64) -> Vec<u8> {
     f.x_pm1a_cnt_blk = io_gas(PM1A_CNT_BLK, PM1_CNT_LEN, AccessSize::WordAccess);
     f.x_pm_tmr_blk = io_gas(PM_TMR_BLK, PM_TMR_LEN, AccessSize::DwordAccess);
     f.century = rtc::CENTURY_REG;
-    f.iapc_boot_arch =
-        (BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_8042 | BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_ASPM).into();
+    f.iapc_boot_arch = (BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_ASPM).into();
     f.reset_reg = io_gas(cf9::RESET_PORT as u16, 1, AccessSize::ByteAccess);
     f.reset_value = cf9::RESET_VALUE;
     aml_bytes(&f.finalize())

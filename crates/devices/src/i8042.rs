@@ -5,7 +5,8 @@
 //! device is inserted at 0x60 with length [`I8042_PORT_LEN`] (5). Ports
 //! 0x61-0x63 are not decoded (reads 0xff, writes ignored); with an in-kernel
 //! PIT, KVM answers 0x61 itself. No IRQ: no keyboard or mouse is attached,
-//! and the DSDT lists no PS/2 device, so Linux does not bind a driver.
+//! and the FADT does not announce an 8042 (see [`crate::acpi`]), so Linux's
+//! i8042 driver never probes it; its reboot code still uses the reset line.
 //!
 //! Construction: [`I8042::new`] with the VM's [`PowerEvents`].
 //!

@@ -184,7 +184,9 @@ fn fadt_points_at_our_pm_ports_reset_register_and_rtc() {
     assert_eq!([f[88], f[89], f[91]], [4, 2, 4], "block lengths");
     assert_eq!(f[108], 0x32, "CENTURY");
     let boot_arch = u16_at(f, 109);
-    assert_eq!(boot_arch & 0b11, 0b11, "legacy devices and 8042");
+    assert_eq!(boot_arch & 0b1, 0b1, "legacy devices");
+    assert_eq!(boot_arch & 0b10, 0, "no 8042: Linux must not probe it");
+    assert_eq!(boot_arch & (1 << 5), 0, "the CMOS RTC is present");
     let flags = u32_at(f, 112);
     assert_eq!(flags & (1 << 4), 0, "power button is a fixed feature");
     assert_ne!(flags & (1 << 5), 0, "no sleep button");
