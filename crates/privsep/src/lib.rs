@@ -5,6 +5,7 @@
 
 pub mod channel;
 pub mod exec;
+pub mod sandbox;
 pub mod user;
 
 pub use channel::{Channel, ChannelError, Listener};

@@ -15,6 +15,7 @@ pub fn run_child(role: Role, args: &Args) -> anyhow::Result<i32> {
             let listener = Listener::from_fd(inherited(FIRST_EXTRA_FD)?);
             let user = privsep::drop_privileges()?;
             tracing::debug!("control: running as {}", user.name);
+            privsep::sandbox::confine_control()?;
             crate::control::Control::new(chan, listener).run()?;
             Ok(0)
         }

@@ -50,6 +50,15 @@ fn control_and_vmm_run_as_the_unprivileged_user() {
         assert_eq!(uid_of(*pid), vmd_uid, "child {pid} is not unprivileged");
     }
     assert_eq!(uid_of(d.pid()), 0);
+    // The control process is under its seccomp filter (mode 2) and
+    // no_new_privs.
+    let (control, _) = kids
+        .iter()
+        .find(|(_, c)| c.starts_with("vmd: control"))
+        .unwrap();
+    let st = std::fs::read_to_string(format!("/proc/{control}/status")).unwrap();
+    assert!(st.lines().any(|l| l == "Seccomp:\t2"), "{st}");
+    assert!(st.lines().any(|l| l == "NoNewPrivs:\t1"), "{st}");
 }
 
 #[test]
