@@ -140,6 +140,11 @@ const KEYWORDS: &[(&str, Kw)] = &[
     ("vm", Kw::Vm),
 ];
 
+/// Every reserved word, sorted.
+pub fn keywords() -> impl Iterator<Item = &'static str> {
+    KEYWORDS.iter().map(|(name, _)| *name)
+}
+
 /// Look a word up in the keyword table.
 pub fn lookup(word: &str) -> Option<Kw> {
     KEYWORDS

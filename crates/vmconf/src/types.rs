@@ -325,12 +325,14 @@ impl InstancePerms {
     }
 }
 
-/// `vm NAME [instance PARENT] { ... }` (vmd.h `struct vmop_create_params`).
+/// `vm NAME { ... }` or `vm PARENT instance NAME { ... }` (vmd.h
+/// `struct vmop_create_params`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct VmConf {
     /// The VM's name.
     pub name: String,
-    /// `instance PARENT`: this VM is an instance of that VM.
+    /// The parent of an instance, from `vm PARENT instance NAME { ... }`
+    /// (parent first, as in parse.y) or `vmctl start -t PARENT`.
     pub instance_of: Option<String>,
     /// `enable` (default: start with vmd) or `disable`.
     pub enabled: bool,
