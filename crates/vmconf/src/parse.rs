@@ -29,6 +29,10 @@ pub enum ParseError {
     /// A quoted macro name with blanks.
     #[error("macro name cannot contain whitespace")]
     MacroNameWhitespace,
+    /// A macro name other than letters, digits and underscores: it could
+    /// never be expanded.
+    #[error("invalid macro name \"{0}\"")]
+    MacroName(String),
     /// Bad `local prefix`.
     #[error("invalid local prefix: {0}")]
     LocalPrefix(String),
@@ -427,6 +431,10 @@ impl Parser {
         };
         if name.chars().any(char::is_whitespace) {
             self.error(&name_tok, ParseError::MacroNameWhitespace);
+            return Ok(());
+        }
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            self.error(&name_tok, ParseError::MacroName(name));
             return Ok(());
         }
         self.lex.set_macro(&name, &value, false);
