@@ -1,6 +1,8 @@
 //! What `vmctl status` shows for each VM (vmd.c's `GET_INFO_VM` handling):
 //! the rows; vmctl lays them out.
 
+use std::collections::HashMap;
+
 use proto::VmInfo;
 
 use super::{Error, Registry, Vm, VmTarget};
@@ -24,9 +26,12 @@ pub fn owner_string(uid: u32, gid: Option<u32>) -> String {
 /// One VM's row (vmd's `vmop_info_result`): a running VM shows its
 /// process, tty and the user who started it; a stopped one its configured
 /// owner.
-fn row(vm: &Vm) -> VmInfo {
+/// `owners` caches the owner strings of one listing: the user and group
+/// databases are files, and reading them per row would dominate `status`.
+fn row(vm: &Vm, owners: &mut HashMap<(u32, Option<u32>), String>) -> VmInfo {
     let running = vm.state.running;
     let uid = if running { vm.uid } else { vm.owner_uid() };
+    let gid = vm.owner_gid();
     VmInfo {
         id: vm.id,
         pid: vm.pid.filter(|_| running),
@@ -38,7 +43,10 @@ fn row(vm: &Vm) -> VmInfo {
             .as_ref()
             .filter(|_| running)
             .map(|t| t.display().to_string()),
-        owner: owner_string(uid, vm.owner_gid()),
+        owner: owners
+            .entry((uid, gid))
+            .or_insert_with(|| owner_string(uid, gid))
+            .clone(),
         state: vm.state.shown(),
         name: vm.conf.name.clone(),
     }
@@ -57,10 +65,11 @@ impl Registry {
             None | Some(VmTarget::All) => self.vms().collect(),
             Some(t) => vec![self.by_target(t)?],
         };
+        let mut owners = HashMap::new();
         let mut rows: Vec<VmInfo> = vms
             .into_iter()
             .filter(|vm| vm.state.running || !running_only)
-            .map(row)
+            .map(|vm| row(vm, &mut owners))
             .collect();
         rows.sort_by_key(|r| r.id);
         Ok(rows)
@@ -119,6 +128,27 @@ mod tests {
         assert_eq!(row.owner, "root");
         assert_eq!(row.state, VmState::Running);
         assert_eq!(row.cur_mem, 512 << 20);
+    }
+
+    #[test]
+    fn rows_of_different_owners_keep_their_own_owner() {
+        let mut r = reg();
+        for (name, uid, gid) in [("a", 0, None), ("b", 4_000_000, None), ("c", 0, Some(0))] {
+            let mut c = conf(name);
+            c.owner = Some(Owner {
+                uid: Some(uid),
+                gid,
+                ..Owner::default()
+            });
+            add_config(&mut r, c);
+        }
+        let owners: Vec<_> = r
+            .status(None, false)
+            .unwrap()
+            .into_iter()
+            .map(|row| row.owner)
+            .collect();
+        assert_eq!(owners, ["root", "4000000", "root:root"]);
     }
 
     #[test]
