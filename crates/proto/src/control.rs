@@ -63,11 +63,11 @@ pub enum LogLevel {
 pub enum Request {
     /// Register and start a VM → [`Response::StartOk`].
     Start(StartRequest),
-    /// Stop a VM: the ACPI power button, or `force` to end it at once;
-    /// `wait` defers the reply until the VM has stopped →
-    /// [`Response::StopRequested`], or [`Response::Terminated`] with
-    /// `force` or `wait`. With [`VmTarget::All`] the reply is
-    /// [`Response::Ok`] once every request was sent.
+    /// Stop a VM: the ACPI power button, or `force` to end it at once →
+    /// [`Response::StopRequested`] once the request reached the VM; with
+    /// `wait`, [`Response::Terminated`] once it has stopped instead. With
+    /// [`VmTarget::All`] the reply is [`Response::Ok`] once every request
+    /// was sent (with `wait`: once every VM has stopped).
     Stop {
         /// The VM.
         target: VmTarget,
@@ -203,12 +203,13 @@ pub enum Response {
         /// Its console tty path.
         tty: String,
     },
-    /// The guest was asked to power off (the ACPI power button).
+    /// The stop request reached the VM: its guest was asked to power off
+    /// (the ACPI power button), or, forced, it is being ended.
     StopRequested {
         /// The VM's id.
         id: u32,
     },
-    /// The VM has stopped (forced stop, `stop -w`, `wait`).
+    /// The VM has stopped (`stop -w`, `wait`).
     Terminated {
         /// The VM's id.
         id: u32,
