@@ -8,7 +8,10 @@
 //! and the next free tap). Never inherited: disks, MAC addresses, tap
 //! names. vmd compares MACs the wrong way round and copies tap names it
 //! then refuses as reused; here an instance reusing a parent's MAC or tap
-//! name is refused and inherited interfaces get their own.
+//! name is refused and inherited interfaces get their own. Two more vmd
+//! slips not reproduced: it passes on the instance owner's gid as its uid,
+//! and it clears the instance flag before checking that the request named
+//! anything, so a bare `vmctl start -t parent name` fails there.
 
 use vmconf::{IfConf, InstancePerms, Owner, VmConf};
 
