@@ -307,7 +307,8 @@ pub struct InstancePerms {
     pub interface: bool,
     /// `memory`: memory size.
     pub memory: bool,
-    /// `owner`: the instance owner may be changed.
+    /// `owner X` was given: [`VmConf::instance_owner`] says who may create
+    /// instances.
     pub owner: bool,
 }
 

@@ -205,3 +205,32 @@ fn config_survives_both_wire_encodings() {
         config
     );
 }
+
+#[test]
+fn include_chains_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..40 {
+        let next = dir.path().join(format!("f{}.conf", i + 1));
+        write(
+            dir.path(),
+            &format!("f{i}.conf"),
+            &format!("include \"{}\"\n", next.display()),
+        );
+    }
+    write(dir.path(), "f40.conf", "vm \"deep\" { boot \"/\" }\n");
+    let err = load(&dir.path().join("f0.conf"), &[]).unwrap_err();
+    let msgs: Vec<String> = err.errors().map(|e| e.to_string()).collect();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].ends_with("includes nested too deeply"), "{msgs:?}");
+}
+
+#[test]
+fn options_in_an_included_file_outside_a_block_are_errors_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = write(dir.path(), "opts.inc", "memory 1G\ncpus 2\n");
+    let err = load_str("x.conf", &format!("include \"{}\"\n", inc.display()), &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{0}:1: syntax error\n{0}:2: syntax error", inc.display())
+    );
+}
