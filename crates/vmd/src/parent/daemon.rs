@@ -76,7 +76,7 @@ pub struct Parent {
 }
 
 /// Runs vmd's parent; returns the process's exit status.
-pub fn main(args: Args) -> i32 {
+pub fn main(mut args: Args) -> i32 {
     crate::log::init("parent", args.debug || args.noaction, args.verbose);
     if args.noaction {
         return crate::conf::configtest(&args.conf, &args.macros);
@@ -92,6 +92,12 @@ pub fn main(args: Args) -> i32 {
             return 1;
         }
     };
+    // Daemonising changes to /: keep the paths meaning what they meant.
+    for p in [&mut args.conf, &mut args.socket] {
+        if let Ok(abs) = std::path::absolute(&*p) {
+            *p = abs;
+        }
+    }
     if !args.debug {
         if let Err(e) = nix::unistd::daemon(false, false) {
             eprintln!("vmd: {}", DaemonError::Daemon(e));
