@@ -321,7 +321,7 @@ impl Lexer {
                 return Err(LexError::IncludeRecursion(path.to_string()));
             }
         }
-        let data = std::fs::read(path)
+        let data = crate::util::read_config_file(Path::new(path))
             .map_err(|e| LexError::Include(path.to_string(), crate::util::io_reason(&e)))?;
         self.file_names.push(path.to_string());
         self.files.push(Source {

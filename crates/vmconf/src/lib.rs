@@ -18,10 +18,22 @@ pub use types::*;
 
 /// Guess a disk image's format from its first bytes: qcow2 if it starts
 /// with the `QFI\xfb` magic, raw otherwise (also when it cannot be read).
+///
+/// Only regular files are read, and without blocking, so a FIFO or device
+/// named as a disk cannot stall the caller.
 pub fn sniff_disk_format(path: &Path) -> DiskFormat {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return DiskFormat::Raw;
+    }
     let mut magic = [0u8; 4];
-    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
+    let read = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .and_then(|mut f| f.read_exact(&mut magic));
+    match read {
         Ok(()) if magic == *b"QFI\xfb" => DiskFormat::Qcow2,
         _ => DiskFormat::Raw,
     }
@@ -92,7 +104,7 @@ pub fn check(path: &Path, macros: &[(String, String)]) -> Check {
 
 fn run_file(path: &Path, macros: &[(String, String)]) -> (Config, Vec<Diag>) {
     let name = path.display().to_string();
-    match std::fs::read(path) {
+    match util::read_config_file(path) {
         Ok(text) => run(&name, text, macros),
         Err(e) => {
             let error = ConfigError::Open {

@@ -22,6 +22,25 @@ pub enum ValueError {
     SizeTooSmall,
 }
 
+/// Largest configuration file read (16 MiB): a bigger one, or an endless
+/// one such as `/dev/zero`, is refused instead of exhausting memory.
+pub const MAX_FILE_SIZE: u64 = 16 << 20;
+
+/// Read a whole configuration file of at most [`MAX_FILE_SIZE`] bytes.
+pub fn read_config_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_FILE_SIZE {
+        return Err(std::io::Error::from_raw_os_error(
+            nix::errno::Errno::EFBIG as i32,
+        ));
+    }
+    Ok(data)
+}
+
 /// The `strerror` text of an I/O error (without Rust's "(os error N)").
 pub fn io_reason(e: &std::io::Error) -> String {
     match e.raw_os_error() {

@@ -234,3 +234,26 @@ fn options_in_an_included_file_outside_a_block_are_errors_there() {
         format!("{0}:1: syntax error\n{0}:2: syntax error", inc.display())
     );
 }
+
+#[test]
+fn endless_include_is_refused_not_read_forever() {
+    let err = load_str("x.conf", "include \"/dev/zero\"\n", &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "x.conf:1: failed to include file /dev/zero: File too large"
+    );
+}
+
+#[test]
+fn a_fifo_named_as_disk_does_not_block_the_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (config, _) = load_str(
+        "x.conf",
+        &format!("vm \"p\" {{\n disk \"{}\"\n}}\n", fifo.display()),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.vms[0].disks[0].format, DiskFormat::Raw);
+}
