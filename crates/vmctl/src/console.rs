@@ -296,15 +296,21 @@ pub fn run(tty: &Path) -> Result<End, ConsoleError> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let result = signals.and_then(|signals| {
+        let raw = RawMode::enable(stdin.as_fd(), None)?;
         let _ = write!(out, "Connected to {} (speed {SPEED})\r\n", tty.display());
         let _ = out.flush();
-        let raw = RawMode::enable(stdin.as_fd(), None)?;
         let end = relay(stdin.as_fd(), line.as_fd(), &mut out, Some(signals.as_fd()));
+        if let Ok(End::Signal) = end {
+            // Take the pending signal so that unblocking it below does not
+            // deliver it.
+            let _ = signals.read_signal();
+        }
+        // Still raw: "\r\n" reaches the terminal as written.
+        let _ = write!(out, "\r\n[EOT]\r\n");
+        let _ = out.flush();
         drop(raw);
         end
     });
-    let _ = write!(out, "\r\n[EOT]\r\n");
-    let _ = out.flush();
     let _ = old_mask.thread_set_mask();
     result
 }
