@@ -6,6 +6,7 @@
 
 pub mod diag;
 pub mod lex;
+pub mod owner;
 pub mod parse;
 pub mod types;
 pub mod util;

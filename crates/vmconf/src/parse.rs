@@ -11,11 +11,12 @@ use thiserror::Error;
 
 use crate::diag::{ConfigError, Diag, Diagnostic, Location, Warning, WarningKind};
 use crate::lex::{Kw, Lexer, Tok, Token};
+use crate::owner::{self, OwnerError};
 use crate::types::{
     BootDevice, Config, DiskConf, DiskFormat, IfConf, Owner, SwitchConf, VmConf, RT_TABLEID_MAX,
     VM_MAX_DISKS_PER_VM, VM_MAX_NICS_PER_VM, VM_MAX_VCPUS,
 };
-use crate::util::{self, OwnerError, ValueError};
+use crate::util::{self, ValueError};
 
 /// Longest kernel command line (Linux x86 `COMMAND_LINE_SIZE` minus the NUL).
 pub const CMDLINE_MAX: usize = 2047;
@@ -474,8 +475,8 @@ impl Parser {
     fn owner_id(&mut self) -> PResult<Option<Owner>> {
         let t = self.next();
         let r = match &t.tok {
-            Tok::Num(n) => util::owner_from_uid(*n),
-            Tok::Str(s) => util::owner_from_names(s),
+            Tok::Num(n) => owner::owner_from_uid(*n),
+            Tok::Str(s) => owner::owner_from_names(s),
             _ => return Err(self.unexpected(t)),
         };
         match r {
