@@ -708,6 +708,155 @@ mod tests {
         assert_eq!(s.shown(), VmState::Stopped);
     }
 
+    /// Registry invariants after any sequence of requests and events.
+    fn check_invariants(r: &Registry) {
+        let mut ids = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for vm in r.vms() {
+            assert_ne!(vm.id, 0);
+            assert!(ids.insert(vm.id), "duplicate id {}", vm.id);
+            assert!(names.insert(vm.name().to_string()), "duplicate name");
+            if !vm.state.running {
+                assert_eq!(vm.pid, None);
+                assert!(!vm.state.paused && !vm.state.shutdown);
+            }
+            assert!(vm.vcpus() >= 1 && vm.vcpus() <= r.host.max_vcpus);
+            assert_eq!(vm.memory() % MIB, 0);
+            assert!(vm.memory_mib() >= 1);
+            assert!(vm.conf.disks.len() <= vmconf::VM_MAX_DISKS_PER_VM);
+            assert!(vm.conf.interfaces.len() <= vmconf::VM_MAX_NICS_PER_VM);
+            for nic in &vm.conf.interfaces {
+                assert!(nic.lladdr.is_some_and(|m| m != [0; 6]));
+            }
+        }
+    }
+
+    #[test]
+    fn random_requests_and_events_keep_the_registry_consistent() {
+        use proto::internal::ExitStatus;
+        use std::time::{Duration, Instant};
+
+        // A small deterministic generator: same sequence every run.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let names = ["a", "b", "c", "tpl", "-bad", ""];
+        let users = [root(), user(1000), user(1001)];
+        let mut r = reg();
+        let mut tpl = conf("tpl");
+        tpl.allow_instance.memory = true;
+        tpl.allow_instance.instance = true;
+        tpl.instance_owner = Some(vmconf::Owner {
+            uid: Some(1000),
+            ..vmconf::Owner::default()
+        });
+        let config = vmconf::Config {
+            vms: vec![tpl, conf("a")],
+            ..vmconf::Config::default()
+        };
+        let t0 = Instant::now();
+        let mut first_ids = std::collections::HashMap::new();
+        let (mut starts, mut restarts, mut instances) = (0, 0, 0);
+        for step in 0..20_000u64 {
+            let now = t0 + Duration::from_millis(step * 700);
+            let creds = &users[next(3) as usize];
+            let name = names[next(6) as usize];
+            let target = if next(2) == 0 {
+                VmTarget::Name(name.to_string())
+            } else {
+                VmTarget::Id(u32::try_from(next(8)).unwrap())
+            };
+            match next(12) {
+                0 | 1 => {
+                    let mut c = VmConf::new(name);
+                    if next(2) == 0 {
+                        c.boot = Some("/k".into());
+                    }
+                    if next(3) == 0 {
+                        c.instance_of = Some(names[next(6) as usize].to_string());
+                    }
+                    c.memory = Some(next(5) * 300 * MIB + next(MIB));
+                    c.cpus = u8::try_from(next(12)).ok().filter(|_| next(2) == 0);
+                    c.min_interfaces = u32::try_from(next(7)).unwrap();
+                    let instance = c.instance_of.is_some();
+                    if let Ok(id) = r.start_request(c, creds) {
+                        instances += u32::from(instance);
+                        if let Ok(plan) = r.begin_start(id, now) {
+                            r.started(plan.id, i32::try_from(step).unwrap()).unwrap();
+                            starts += 1;
+                        }
+                    }
+                }
+                2 => {
+                    let _ = r.terminate(&target, creds, next(2) == 0, next(2) == 0, next(4));
+                }
+                3 => {
+                    let _ = r.wait(&target, creds, next(4));
+                }
+                4 => {
+                    if let Ok(id) = r.pause(&target, creds) {
+                        r.set_paused(id, true).unwrap();
+                    }
+                }
+                5 => {
+                    if let Ok(id) = r.unpause(&target, creds) {
+                        r.set_paused(id, false).unwrap();
+                    }
+                }
+                6 | 7 => {
+                    let id = u32::try_from(next(8)).unwrap();
+                    let status = match next(3) {
+                        0 => ExitStatus::Code(libc::EAGAIN),
+                        1 => ExitStatus::Code(0),
+                        _ => ExitStatus::Signal(9),
+                    };
+                    if let ExitOutcome::Restart(plan) = r.on_exit(id, status, now) {
+                        r.started(plan.id, 1).unwrap();
+                        restarts += 1;
+                    }
+                }
+                8 => {
+                    let mode = if next(2) == 0 {
+                        LoadMode::Load
+                    } else {
+                        LoadMode::Reload
+                    };
+                    r.apply_config(&config, mode).unwrap();
+                }
+                9 => {
+                    let batch = r.next_batch(2);
+                    for id in batch.start {
+                        if r.begin_start(id, now).is_ok() {
+                            r.started(id, 2).unwrap();
+                            starts += 1;
+                        }
+                    }
+                }
+                10 => {
+                    if next(20) == 0 {
+                        r.reset(proto::ResetKind::Vms);
+                    }
+                }
+                _ => {
+                    let _ = r.status(Some(&target), next(2) == 0);
+                    r.client_gone(next(4));
+                }
+            }
+            check_invariants(&r);
+            // Ids stay with (name, registering user) for the daemon's life.
+            for vm in r.vms() {
+                let key = (vm.name().to_string(), vm.user.unwrap_or(0));
+                assert_eq!(*first_ids.entry(key).or_insert(vm.id), vm.id);
+            }
+        }
+        // The run went through the interesting paths, not only refusals.
+        assert!(starts > 100 && restarts > 10 && instances > 10);
+    }
+
     #[test]
     fn error_codes_follow_vmd() {
         use proto::codes::*;
