@@ -32,7 +32,7 @@
 //! without a driver, and [`crate::i8042`] answers them.
 //! - DSDT: `\_S5_` = {5, 0} (S5 is `SLP_TYP` 5, see [`crate::pm`]); COM1
 //!   (`PNP0501`, I/O 0x3f8-0x3ff, IRQ 4) and the RTC (`PNP0B00`, I/O
-//!   0x70-0x71, no IRQ) under `\_SB`. No PCI root bridge yet.
+//!   0x70-0x71, IRQ 8) under `\_SB`. No PCI root bridge yet.
 //! - MADT: one enabled local APIC per vCPU, ACPI processor UID and APIC id
 //!   both 0..N-1 (so the runtime must give vCPU i APIC id i); the IOAPIC,
 //!   id 0, at 0xfec00000, GSI base 0; an interrupt source override for
@@ -205,7 +205,8 @@ fn dsdt() -> Vec<u8> {
         1,
         rtc::RTC_PORT_LEN as u8,
     );
-    let rtc_crs = aml::ResourceTemplate::new(vec![&rtc_io]);
+    let rtc_irq = aml::Interrupt::new(true, true, false, false, rtc::RTC_IRQ);
+    let rtc_crs = aml::ResourceTemplate::new(vec![&rtc_io, &rtc_irq]);
     let rtc_hid = aml::EISAName::new("PNP0B00");
     let rtc_names = [
         aml::Name::new(aml::Path::new("_HID"), &rtc_hid),

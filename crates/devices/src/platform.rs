@@ -8,16 +8,18 @@
 //! | ports         | device                         | IRQ          |
 //! |---------------|--------------------------------|--------------|
 //! | 0x3f8-0x3ff   | [`Serial`] (COM1)              | 4, edge      |
-//! | 0x70-0x71     | [`Rtc`] (RTC/CMOS)             | none         |
+//! | 0x70-0x71     | [`Rtc`] (RTC/CMOS)             | 8, edge      |
 //! | 0x60-0x64     | [`I8042`] (reset line)         | none         |
 //! | 0x80          | [`PostCode`]                   | none         |
 //! | 0x600-0x60b   | [`Pm`] (ACPI PM1a, PM timer)   | 9 (SCI), level |
 //! | 0xcf9         | [`ResetControl`]               | none         |
 //! | [`QUIET_PORTS`] | [`Probe`] (empty, not logged) | none        |
 //!
-//! and returns typed handles to the devices the runtime talks to: the
-//! serial port (console input: [`Serial::enqueue_raw_bytes`]) and the PM
-//! block (the power button: [`Pm::press_power_button`]). Ports the in-kernel
+//! starts the RTC's timer thread ([`RtcTimer`]), and returns typed handles
+//! to the devices the runtime talks to: the serial port (console input:
+//! [`Serial::enqueue_raw_bytes`]) and the PM block (the power button:
+//! [`Pm::press_power_button`]). Keep the [`Platform`] for the life of the VM:
+//! dropping it stops the RTC thread. Ports the in-kernel
 //! PIC and PIT handle (0x20-0x21, 0x40-0x43, 0xa0-0xa1, 0x4d0-0x4d1) are
 //! left free; 0x61 lies in the i8042's range but KVM's PIT answers it
 //! before an exit reaches the bus. A PCI host bridge added later at 0xcf8 must
@@ -33,7 +35,7 @@ use crate::cf9::{ResetControl, RESET_PORT, RESET_PORT_LEN};
 use crate::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use crate::pm::{Pm, PM_PORT, PM_PORT_LEN};
 use crate::port80::{PostCode, Probe, POST_PORT, QUIET_PORTS};
-use crate::rtc::{CmosConfig, Rtc, RTC_PORT, RTC_PORT_LEN};
+use crate::rtc::{CmosConfig, Rtc, RtcTimer, RTC_PORT, RTC_PORT_LEN};
 use crate::serial::{Serial, COM1_PORT, SERIAL_PORT_LEN};
 
 /// Errors from mapping the platform devices.
@@ -50,6 +52,9 @@ pub enum PlatformError {
         #[source]
         source: BusError,
     },
+    /// The RTC's timer thread could not be created.
+    #[error("cannot start the RTC timer thread")]
+    RtcTimer(#[source] std::io::Error),
 }
 
 /// What the platform devices are connected to.
@@ -62,6 +67,8 @@ pub struct PlatformConfig {
     pub console_drained: Option<EventFd>,
     /// COM1's interrupt, ISA IRQ 4.
     pub com1_irq: Arc<dyn Interrupt>,
+    /// The RTC's interrupt, ISA IRQ 8.
+    pub rtc_irq: Arc<dyn Interrupt>,
     /// The ACPI SCI, ISA IRQ 9, level-triggered.
     pub sci: Arc<dyn Interrupt>,
     /// Power off and reset requests.
@@ -78,6 +85,8 @@ pub struct Platform {
     pub rtc: Arc<Mutex<Rtc>>,
     /// The POST-code port.
     pub post: Arc<Mutex<PostCode>>,
+    /// The thread raising the RTC's interrupts.
+    pub rtc_timer: RtcTimer,
 }
 
 fn map(
@@ -99,7 +108,7 @@ impl Platform {
             cfg.console_out,
             cfg.console_drained,
         )));
-        let rtc = Arc::new(Mutex::new(Rtc::new(&cfg.cmos)));
+        let rtc = Arc::new(Mutex::new(Rtc::new(&cfg.cmos, Some(cfg.rtc_irq))));
         let pm = Arc::new(Mutex::new(Pm::new(cfg.sci, cfg.power.clone())));
         let post = Arc::new(Mutex::new(PostCode::new()));
         let i8042 = Arc::new(Mutex::new(I8042::new(cfg.power.clone())));
@@ -126,11 +135,13 @@ impl Platform {
                 len,
             )?;
         }
+        let rtc_timer = RtcTimer::spawn(rtc.clone()).map_err(PlatformError::RtcTimer)?;
         Ok(Platform {
             serial,
             pm,
             rtc,
             post,
+            rtc_timer,
         })
     }
 }
@@ -138,6 +149,7 @@ impl Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::BusDevice;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[derive(Default)]
@@ -184,6 +196,7 @@ mod tests {
         bus: Bus,
         platform: Platform,
         com1: Arc<Line>,
+        rtc: Arc<Line>,
         sci: Arc<Line>,
         power: Arc<Power>,
         out: Sink,
@@ -191,6 +204,7 @@ mod tests {
 
     fn fixture() -> Fixture {
         let com1 = Arc::new(Line::default());
+        let rtc = Arc::new(Line::default());
         let sci = Arc::new(Line::default());
         let power = Arc::new(Power::default());
         let out = Sink::default();
@@ -206,6 +220,7 @@ mod tests {
                 console_out: Box::new(out.clone()),
                 console_drained: None,
                 com1_irq: com1.clone(),
+                rtc_irq: rtc.clone(),
                 sci: sci.clone(),
                 power: power.clone(),
             },
@@ -215,6 +230,7 @@ mod tests {
             bus,
             platform,
             com1,
+            rtc,
             sci,
             power,
             out,
@@ -277,7 +293,19 @@ mod tests {
         assert_eq!(f.platform.post.lock().unwrap().last(), 0xaa);
         f.bus.write(0x70, &[0x0d]);
         assert_eq!(inb(&f.bus, 0x71), 0x80);
-        assert!(f.platform.rtc.lock().is_ok());
+        // The RTC on the bus is the one the handle (and its timer) holds.
+        f.platform.rtc.lock().unwrap().write(0, &[0x0d]);
+        f.bus.write(0x70, &[0x40]);
+        f.bus.write(0x71, &[0x5a]);
+        f.platform.rtc.lock().unwrap().write(0, &[0x40]);
+        let mut b = [0u8];
+        f.platform.rtc.lock().unwrap().read(1, &mut b);
+        assert_eq!(b[0], 0x5a);
+        assert_eq!(
+            f.rtc.edges.load(Ordering::SeqCst),
+            0,
+            "no RTC event enabled"
+        );
     }
 
     #[test]
@@ -310,6 +338,7 @@ mod tests {
                 console_out: Box::new(std::io::sink()),
                 console_drained: None,
                 com1_irq: f.com1.clone(),
+                rtc_irq: f.com1.clone(),
                 sci: f.sci.clone(),
                 power: f.power.clone(),
             },

@@ -2,13 +2,22 @@
 //!
 //! Ports: [`RTC_PORT`] (0x70, index; bit 7 is the NMI mask and is ignored)
 //! and 0x71 (data), so the device spans [`RTC_PORT_LEN`] (2) ports. ISA IRQ
-//! [`RTC_IRQ`] (8) is not raised: the periodic, alarm and update-ended
-//! interrupts are not emulated and register C always reads 0.
+//! [`RTC_IRQ`] (8), edge-triggered.
 //!
 //! Construction: [`Rtc::new`] with a [`CmosConfig`] (the RAM below and above
-//! 4 GiB and the vCPU count, as the runtime laid them out); the clock is the
-//! host's wall clock ([`SystemTime`]), in UTC. [`Rtc::with_clock`] takes
-//! another clock (tests).
+//! 4 GiB and the vCPU count, as the runtime laid them out) and the IRQ 8
+//! line (or `None`); the clock is the host's wall clock ([`SystemTime`]), in
+//! UTC. [`Rtc::with_clock`] takes another clock (tests).
+//!
+//! Interrupts: the periodic (rate from register A), alarm (registers 1, 3,
+//! 5, with 0xc0-0xff as "any") and update-ended events set their flags in
+//! register C whenever they happen, whether enabled or not (a guest may
+//! poll), and raise IRQ 8 when register B enables them; reading C clears
+//! it. Flags are brought up to date at each read of C; to raise the
+//! interrupt on time, the runtime keeps an [`RtcTimer`]
+//! ([`RtcTimer::spawn`]) alive next to the device: a thread that sleeps
+//! until the next enabled event (not at all while none is enabled or the
+//! guest has not acknowledged the last one) and stops when dropped.
 //!
 //! Time registers (0x00-0x09, century at [`CENTURY_REG`] = 0x32, as the FADT
 //! says) read the clock at the moment of the read, in BCD or binary and in
@@ -24,9 +33,12 @@
 //! units, 0x5b-0x5d RAM above 4 GiB in 64 KiB units, and 0x5f the number of
 //! vCPUs minus one (SeaBIOS). The other bytes are plain storage.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::bus::BusDevice;
+use crate::bus::{BusDevice, Interrupt};
 
 /// The index port; the data port follows it.
 pub const RTC_PORT: u64 = 0x70;
@@ -51,13 +63,28 @@ const REG_B: u8 = 0x0b;
 const REG_C: u8 = 0x0c;
 const REG_D: u8 = 0x0d;
 
+const REG_SEC_ALARM: u8 = 0x01;
+const REG_MIN_ALARM: u8 = 0x03;
+const REG_HOUR_ALARM: u8 = 0x05;
+
 const A_UIP: u8 = 0x80;
+/// Rate select: the periodic interrupt's frequency.
+const A_RS: u8 = 0x0f;
 /// 32.768 kHz time base, 1024 Hz periodic rate: what a BIOS leaves.
 const A_DEFAULT: u8 = 0x26;
 const B_SET: u8 = 0x80;
+const B_PIE: u8 = 0x40;
+const B_AIE: u8 = 0x20;
+const B_UIE: u8 = 0x10;
 const B_DM_BINARY: u8 = 0x04;
 const B_24H: u8 = 0x02;
+const C_IRQF: u8 = 0x80;
+const C_PF: u8 = 0x40;
+const C_AF: u8 = 0x20;
+const C_UF: u8 = 0x10;
 const D_VRT: u8 = 0x80;
+/// An alarm register value with both top bits set matches any value.
+const ALARM_ANY: u8 = 0xc0;
 const HOUR_PM: u8 = 0x80;
 
 /// The update cycle: UIP is set this long before each second ends.
@@ -158,13 +185,21 @@ pub struct Rtc {
     clock: Clock,
     /// Guest time minus host time, in seconds (set by writes to the clock).
     offset: i64,
+    irq: Option<Arc<dyn Interrupt>>,
+    /// Register C: the event flags and IRQF.
+    flags: u8,
+    /// Host clock reading up to which events have been accounted.
+    processed: Duration,
+    /// Wakes the [`RtcTimer`] when its next deadline may have changed.
+    wake: Arc<Condvar>,
 }
 
 impl Rtc {
-    /// An RTC on the host's wall clock reporting `config`.
-    pub fn new(config: &CmosConfig) -> Self {
+    /// An RTC on the host's wall clock reporting `config`, raising `irq`.
+    pub fn new(config: &CmosConfig, irq: Option<Arc<dyn Interrupt>>) -> Self {
         Self::with_clock(
             config,
+            irq,
             Box::new(|| {
                 SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -173,13 +208,18 @@ impl Rtc {
         )
     }
 
-    /// An RTC on `clock` reporting `config`.
-    pub fn with_clock(config: &CmosConfig, clock: Clock) -> Self {
+    /// An RTC on `clock` reporting `config`, raising `irq`.
+    pub fn with_clock(config: &CmosConfig, irq: Option<Arc<dyn Interrupt>>, clock: Clock) -> Self {
+        let processed = clock();
         let mut rtc = Rtc {
             index: 0,
             nvram: [0; NVRAM_SIZE],
             clock,
             offset: 0,
+            irq,
+            flags: 0,
+            processed,
+            wake: Arc::new(Condvar::new()),
         };
         rtc.nvram[usize::from(REG_A)] = A_DEFAULT;
         rtc.nvram[usize::from(REG_B)] = B_24H;
@@ -283,11 +323,113 @@ impl Rtc {
                     a
                 }
             }
-            // No interrupt is ever pending.
-            REG_C => 0,
             REG_D => D_VRT,
             _ => self.nvram[usize::from(reg) % NVRAM_SIZE],
         }
+    }
+
+    /// Reads register C: the flags up to now, cleared by the read.
+    fn read_c(&mut self) -> u8 {
+        self.process((self.clock)());
+        let c = std::mem::take(&mut self.flags);
+        // With IRQF clear the timer has edges to deliver again.
+        self.wake.notify_all();
+        c
+    }
+
+    /// The periodic interrupt's period, from register A's rate select.
+    fn period(&self) -> Option<Duration> {
+        let rs = self.nvram[usize::from(REG_A)] & A_RS;
+        // Rates 1 and 2 repeat the 256 Hz and 128 Hz of 8 and 9.
+        let hz = match rs {
+            0 => return None,
+            1 | 2 => 32_768u64 >> (rs + 6),
+            _ => 32_768u64 >> (rs - 1),
+        };
+        Some(Duration::from_nanos(1_000_000_000 / hz))
+    }
+
+    /// Whether the alarm registers match guest time `secs`.
+    fn alarm_matches(&self, secs: i64) -> bool {
+        let tm = Tm::from_unix(secs);
+        let field = |reg: u8, value: u32, hour: bool| {
+            let a = self.nvram[usize::from(reg)];
+            a & ALARM_ANY == ALARM_ANY
+                || if hour {
+                    self.decode_hour(a) == value
+                } else {
+                    self.decode(a) == value
+                }
+        };
+        field(REG_SEC_ALARM, tm.sec, false)
+            && field(REG_MIN_ALARM, tm.min, false)
+            && field(REG_HOUR_ALARM, tm.hour, true)
+    }
+
+    /// Accounts the events between the last call and `now` (host clock)
+    /// and raises the interrupt if an enabled one happened.
+    fn process(&mut self, now: Duration) {
+        let last = self.processed;
+        self.processed = now;
+        // A host clock stepped back restarts the accounting from there.
+        if now <= last {
+            return;
+        }
+        let b = self.nvram[usize::from(REG_B)];
+        if let Some(p) = self.period() {
+            if now.as_nanos() / p.as_nanos() > last.as_nanos() / p.as_nanos() {
+                self.flags |= C_PF;
+            }
+        }
+        let (from, to) = (last.as_secs(), now.as_secs());
+        if b & B_SET == 0 && to > from {
+            self.flags |= C_UF;
+            if self.flags & C_AF == 0 {
+                // Each h:m:s comes back within a day; look at most that far.
+                let first = from.max(to.saturating_sub(86_400)) + 1;
+                let hit = (first..=to).any(|s| {
+                    let host = i64::try_from(s).unwrap_or(i64::MAX);
+                    self.alarm_matches(host.saturating_add(self.offset))
+                });
+                if hit {
+                    self.flags |= C_AF;
+                }
+            }
+        }
+        self.update_irq();
+    }
+
+    /// Sets IRQF, and raises the line, when an enabled flag is pending.
+    fn update_irq(&mut self) {
+        let b = self.nvram[usize::from(REG_B)];
+        if self.flags & C_IRQF == 0 && self.flags & b & (C_PF | C_AF | C_UF) != 0 {
+            self.flags |= C_IRQF;
+            if let Some(irq) = &self.irq {
+                irq.trigger();
+            }
+        }
+    }
+
+    /// When the next enabled event is due (host clock), if one can raise
+    /// the interrupt: none while IRQF waits for the guest to read C.
+    fn next_deadline(&self, now: Duration) -> Option<Duration> {
+        let b = self.nvram[usize::from(REG_B)];
+        if self.flags & C_IRQF != 0 {
+            return None;
+        }
+        let mut next = None;
+        if b & B_PIE != 0 {
+            if let Some(p) = self.period() {
+                let n = now.as_nanos() / p.as_nanos() + 1;
+                let at = n.saturating_mul(p.as_nanos());
+                next = Some(Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX)));
+            }
+        }
+        if b & (B_UIE | B_AIE) != 0 && b & B_SET == 0 {
+            let second = Duration::from_secs(now.as_secs().saturating_add(1));
+            next = Some(next.map_or(second, |n: Duration| n.min(second)));
+        }
+        next
     }
 
     /// Moves the guest's clock so that the field `reg` reads `v` now.
@@ -313,11 +455,87 @@ impl Rtc {
         match reg {
             REG_SEC | REG_MIN | REG_HOUR | REG_WDAY | REG_MDAY | REG_MONTH | REG_YEAR
             | CENTURY_REG => self.set_time_field(reg, v),
-            REG_A => self.nvram[usize::from(REG_A)] = v & !A_UIP,
-            REG_B => self.nvram[usize::from(REG_B)] = v,
+            REG_A => {
+                self.process((self.clock)());
+                self.nvram[usize::from(REG_A)] = v & !A_UIP;
+                self.wake.notify_all();
+            }
+            REG_B => {
+                self.process((self.clock)());
+                self.nvram[usize::from(REG_B)] = v;
+                // Enabling an event whose flag is already set interrupts.
+                self.update_irq();
+                self.wake.notify_all();
+            }
             // Read-only status registers.
             REG_C | REG_D => {}
             _ => self.nvram[usize::from(reg) % NVRAM_SIZE] = v,
+        }
+    }
+}
+
+/// The thread that raises the RTC's interrupts on time; stops when dropped.
+pub struct RtcTimer {
+    rtc: Arc<Mutex<Rtc>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Longest sleep of the timer thread without a deadline check, so that a
+/// step of the host's wall clock is noticed.
+const TIMER_MAX_SLEEP: Duration = Duration::from_secs(1);
+
+fn lock(rtc: &Mutex<Rtc>) -> std::sync::MutexGuard<'_, Rtc> {
+    rtc.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RtcTimer {
+    /// Starts the timer thread of `rtc` (the same `Arc` that is on the bus).
+    pub fn spawn(rtc: Arc<Mutex<Rtc>>) -> std::io::Result<RtcTimer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (rtc.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("rtc".into())
+            .spawn(move || Self::run(&r, &s))?;
+        Ok(RtcTimer {
+            rtc,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(rtc: &Mutex<Rtc>, stop: &AtomicBool) {
+        let mut g = lock(rtc);
+        let wake = g.wake.clone();
+        while !stop.load(Ordering::Acquire) {
+            let now = (g.clock)();
+            g.process(now);
+            g = match g.next_deadline(now) {
+                None => wake.wait(g).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    let nap = at.saturating_sub(now).min(TIMER_MAX_SLEEP);
+                    wake.wait_timeout(g, nap)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Drop for RtcTimer {
+    fn drop(&mut self) {
+        {
+            // Under the lock, so the thread cannot miss the wake-up between
+            // its check of `stop` and its wait.
+            let g = lock(&self.rtc);
+            self.stop.store(true, Ordering::Release);
+            g.wake.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::warn!("rtc timer thread panicked");
+            }
         }
     }
 }
@@ -327,6 +545,7 @@ impl BusDevice for Rtc {
         for (i, b) in data.iter_mut().enumerate() {
             *b = match offset.checked_add(i as u64) {
                 Some(0) => self.index,
+                Some(1) if self.index == REG_C => self.read_c(),
                 Some(1) => self.read_reg(self.index),
                 _ => 0xff,
             };
@@ -366,13 +585,46 @@ mod tests {
 
     /// An RTC on a clock the test moves (nanoseconds since the epoch).
     fn rtc_at(config: &CmosConfig, nanos: u64) -> (Rtc, Arc<AtomicU64>) {
+        rtc_with_irq(config, nanos, None)
+    }
+
+    fn rtc_with_irq(
+        config: &CmosConfig,
+        nanos: u64,
+        irq: Option<Arc<dyn Interrupt>>,
+    ) -> (Rtc, Arc<AtomicU64>) {
         let t = Arc::new(AtomicU64::new(nanos));
         let t2 = t.clone();
         let rtc = Rtc::with_clock(
             config,
+            irq,
             Box::new(move || Duration::from_nanos(t2.load(Ordering::SeqCst))),
         );
         (rtc, t)
+    }
+
+    #[derive(Default)]
+    struct Edges(AtomicU64);
+    impl Interrupt for Edges {
+        fn trigger(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    impl Edges {
+        fn count(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// An RTC at T0 + 0.5 s with a counted IRQ line and the periodic
+    /// rate set to 0 (off), so tests see only the events they are about.
+    fn irq_rtc() -> (Rtc, Arc<AtomicU64>, Arc<Edges>) {
+        let e = Arc::new(Edges::default());
+        let (mut r, t) = rtc_with_irq(&cfg(), T0 * SEC + SEC / 2, Some(e.clone()));
+        wr(&mut r, REG_A, 0x20);
+        (r, t, e)
     }
 
     fn rd(rtc: &mut Rtc, reg: u8) -> u8 {
@@ -542,5 +794,157 @@ mod tests {
         r.write(u64::MAX, &[1, 2]);
         r.write(0, &[0x7f, 0x55]);
         assert_eq!(rd(&mut r, 0x7f), 0x55);
+    }
+
+    #[test]
+    fn update_ended_interrupt_fires_once_per_second_until_acknowledged() {
+        let (mut r, t, irq) = irq_rtc();
+        wr(&mut r, REG_B, B_24H | B_UIE);
+        assert_eq!(irq.count(), 0);
+        t.store((T0 + 1) * SEC, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C), C_IRQF | C_UF);
+        assert_eq!(irq.count(), 1);
+        // Read clears; nothing new within the same second.
+        assert_eq!(rd(&mut r, REG_C), 0);
+        t.store((T0 + 2) * SEC, Ordering::SeqCst);
+        r.process((r.clock)());
+        assert_eq!(irq.count(), 2);
+        // Not acknowledged: the next second sets UF but no new edge.
+        t.store((T0 + 3) * SEC, Ordering::SeqCst);
+        r.process((r.clock)());
+        assert_eq!(irq.count(), 2);
+        assert_eq!(rd(&mut r, REG_C), C_IRQF | C_UF);
+    }
+
+    #[test]
+    fn disabled_events_set_flags_for_polling_without_interrupting() {
+        let (mut r, t, irq) = irq_rtc();
+        wr(&mut r, REG_A, A_DEFAULT);
+        t.store((T0 + 1) * SEC, Ordering::SeqCst);
+        // Rate 6 = 1024 Hz periodic flag, update flag; no enables.
+        assert_eq!(rd(&mut r, REG_C), C_PF | C_UF);
+        assert_eq!(irq.count(), 0);
+        // Enabling an event whose flag is pending interrupts at once.
+        t.store((T0 + 2) * SEC, Ordering::SeqCst);
+        r.process((r.clock)());
+        wr(&mut r, REG_B, B_24H | B_UIE);
+        assert_eq!(irq.count(), 1);
+    }
+
+    #[test]
+    fn a_host_clock_step_back_does_not_stall_events() {
+        let (mut r, t, irq) = irq_rtc();
+        wr(&mut r, REG_B, B_24H | B_UIE);
+        t.store((T0 - 100) * SEC, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C), 0);
+        t.store((T0 - 99) * SEC, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C), C_IRQF | C_UF);
+        assert_eq!(irq.count(), 1);
+    }
+
+    #[test]
+    fn set_bit_stops_update_events() {
+        let (mut r, t, irq) = irq_rtc();
+        wr(&mut r, REG_B, B_SET | B_24H | B_UIE);
+        t.store((T0 + 5) * SEC, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C) & C_UF, 0);
+        assert_eq!(irq.count(), 0);
+    }
+
+    #[test]
+    fn periodic_interrupt_follows_the_rate_in_register_a() {
+        let (mut r, t, irq) = irq_rtc();
+        // Rate 15: 2 Hz, a period of 500 ms.
+        wr(&mut r, REG_A, 0x2f);
+        wr(&mut r, REG_B, B_24H | B_PIE);
+        rd(&mut r, REG_C);
+        t.store(T0 * SEC + SEC / 2 + 400_000_000, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C) & C_PF, 0);
+        t.store(T0 * SEC + SEC / 2 + 600_000_000, Ordering::SeqCst);
+        // (The second also ended: UF, not enabled.)
+        assert_eq!(rd(&mut r, REG_C), C_IRQF | C_PF | C_UF);
+        assert_eq!(irq.count(), 1);
+        // Rate 0 turns it off.
+        wr(&mut r, REG_A, 0x20);
+        t.store((T0 + 9) * SEC, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C) & C_PF, 0);
+    }
+
+    #[test]
+    fn alarm_fires_at_its_time_and_wildcards_match_anything() {
+        let (mut r, t, irq) = irq_rtc();
+        // Clock at 13:45:56.5; alarm at 13:45:58.
+        wr(&mut r, REG_HOUR_ALARM, 0x13);
+        wr(&mut r, REG_MIN_ALARM, 0x45);
+        wr(&mut r, REG_SEC_ALARM, 0x58);
+        wr(&mut r, REG_B, B_24H | B_AIE);
+        t.store((T0 + 1) * SEC, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C), C_UF);
+        t.store((T0 + 2) * SEC, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C), C_IRQF | C_AF | C_UF);
+        assert_eq!(irq.count(), 1);
+        // Seconds "any": fires every second of 13:45.
+        wr(&mut r, REG_SEC_ALARM, 0xff);
+        t.store((T0 + 3) * SEC, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C) & C_AF, C_AF);
+        // An alarm passed while nobody looked is still reported.
+        wr(&mut r, REG_SEC_ALARM, 0x10);
+        wr(&mut r, REG_MIN_ALARM, 0x46);
+        t.store((T0 + 3600) * SEC, Ordering::SeqCst);
+        assert_eq!(rd(&mut r, REG_C) & C_AF, C_AF);
+    }
+
+    #[test]
+    fn next_deadline_is_the_earliest_enabled_event() {
+        let (mut r, _, _) = irq_rtc();
+        let now = Duration::from_nanos(T0 * SEC + SEC / 2);
+        assert_eq!(r.next_deadline(now), None);
+        wr(&mut r, REG_B, B_24H | B_UIE);
+        assert_eq!(r.next_deadline(now), Some(Duration::from_secs(T0 + 1)));
+        // 1024 Hz periodic comes first.
+        wr(&mut r, REG_A, A_DEFAULT);
+        wr(&mut r, REG_B, B_24H | B_UIE | B_PIE);
+        let next = r.next_deadline(now).unwrap();
+        assert!(
+            next > now && next - now <= Duration::from_micros(977),
+            "{next:?}"
+        );
+        // Unacknowledged: nothing to wake up for.
+        r.flags |= C_IRQF;
+        assert_eq!(r.next_deadline(now), None);
+    }
+
+    /// An interrupt line that reports each edge on a channel.
+    struct Chan(Mutex<std::sync::mpsc::Sender<()>>);
+    impl Interrupt for Chan {
+        fn trigger(&self) {
+            let _ = self.0.lock().unwrap().send(());
+        }
+    }
+
+    #[test]
+    fn the_timer_thread_raises_update_interrupts_and_stops_when_dropped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rtc = Arc::new(Mutex::new(Rtc::new(
+            &cfg(),
+            Some(Arc::new(Chan(Mutex::new(tx)))),
+        )));
+        let timer = RtcTimer::spawn(rtc.clone()).unwrap();
+        {
+            let mut g = rtc.lock().unwrap();
+            wr(&mut g, REG_B, B_24H | B_UIE);
+        }
+        // A liveness bound, not a speed check: the event is due within 1 s.
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("no update interrupt from the timer thread");
+        {
+            let mut g = rtc.lock().unwrap();
+            assert_eq!(rd(&mut g, REG_C) & (C_IRQF | C_UF), C_IRQF | C_UF);
+        }
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("no second interrupt after the acknowledgement");
+        drop(timer);
+        // The thread is gone: it holds no reference any more.
+        assert_eq!(Arc::strong_count(&rtc), 1);
     }
 }

@@ -223,7 +223,10 @@ fn dsdt_has_s5_com1_and_the_rtc() {
     // IO(Decode16, 0x3f8, 0x3f8, 1, 8) and the extended IRQ 4 descriptor.
     assert!(find(&[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]).is_some());
     assert!(find(&[0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0, 0, 0]).is_some());
-    assert!(find(&[0x47, 0x01, 0x70, 0x00, 0x70, 0x00, 0x01, 0x02]).is_some());
+    assert!(find(&[
+        0x47, 0x01, 0x70, 0x00, 0x70, 0x00, 0x01, 0x02, 0x89, 0x06, 0x00, 0x03, 0x01, 0x08
+    ])
+    .is_some());
 }
 
 #[test]
@@ -368,5 +371,8 @@ fn acpica_loads_the_tables_and_evaluates_s5_and_resources() {
         text.contains("47 01 F8 03 F8 03 01 08 89 06 00 03 01 04"),
         "{text}"
     );
-    assert!(text.contains("47 01 70 00 70 00 01 02 79"), "{text}");
+    assert!(
+        text.contains("47 01 70 00 70 00 01 02 89 06 00 03 01 08"),
+        "{text}"
+    );
 }
