@@ -1,5 +1,6 @@
 //! The POST-code port 0x80 and the other ports guests touch without a device
-//! behind them (vmd answers these in `x86_vm.c`'s I/O dispatch).
+//! behind them (vmd's I/O exit handler answers unmapped ports with
+//! all-ones, as [`Probe`] does).
 //!
 //! [`PostCode`] sits at [`POST_PORT`] (0x80), length 1: it records the last
 //! byte written (firmware progress codes, Linux's `outb_p` delay writes) and
