@@ -484,6 +484,8 @@ pub struct RtcTimer {
 /// Longest sleep of the timer thread without a deadline check, so that a
 /// step of the host's wall clock is noticed.
 const TIMER_MAX_SLEEP: Duration = Duration::from_secs(1);
+/// Stack size of the timer thread.
+const TIMER_STACK: usize = 64 * 1024;
 
 fn lock(rtc: &Mutex<Rtc>) -> std::sync::MutexGuard<'_, Rtc> {
     rtc.lock().unwrap_or_else(|e| e.into_inner())
@@ -496,6 +498,8 @@ impl RtcTimer {
         let (r, s) = (rtc.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("rtc".into())
+            // It only does arithmetic under a lock: a small stack will do.
+            .stack_size(TIMER_STACK)
             .spawn(move || Self::run(&r, &s))?;
         Ok(RtcTimer {
             rtc,
