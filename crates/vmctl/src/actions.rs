@@ -297,7 +297,9 @@ fn console(
 ) -> Result<Outcome, ClientError> {
     Ok(match transport.call(&Request::Console(target.clone()))? {
         Response::Console { tty, .. } => Outcome::Console(tty),
-        Response::Error { code } if code == libc::ENOENT => {
+        // No such VM, or one that is not running (it has no tty): vmctl
+        // finds no console in the status listing.
+        Response::Error { code } if code == libc::ENOENT || code == libc::EINVAL => {
             Outcome::Exit(fail(io, "console not found"))
         }
         Response::Error { code } => Outcome::Exit(fail(
@@ -663,6 +665,11 @@ mod tests {
             (r.outcome, r.err.as_str()),
             (Outcome::Exit(1), "vmctl: console not found\n")
         );
+        let r = run(
+            &["console", "web"],
+            vec![Response::Error { code: libc::EINVAL }],
+        );
+        assert_eq!(r.err, "vmctl: console not found\n");
         let r = run(
             &["console", "web"],
             vec![Response::Error { code: libc::EPERM }],
