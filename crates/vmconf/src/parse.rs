@@ -269,7 +269,8 @@ impl Parser {
                 self.unread(t);
                 Stop::Eof
             }
-            Tok::Char(b'\n') | Tok::Char(b'}') => {
+            // Recovery needs to see these: line and block boundaries.
+            Tok::Char(b'\n') | Tok::Char(b'{') | Tok::Char(b'}') => {
                 self.error(&t, ParseError::Syntax);
                 self.unread(t);
                 Stop::Syntax
@@ -346,12 +347,18 @@ impl Parser {
         }
     }
 
-    /// Skip the rest of a line after a syntax error.
+    /// Skip the rest of a statement after a syntax error: to the end of the
+    /// line, or past the matching `}` if a block opens on it, so that the
+    /// options of a block with a bad header are not read as statements.
     fn skip_line(&mut self) {
+        let mut depth = 0u32;
         loop {
             let t = self.next();
             match t.tok {
-                Tok::Char(b'\n') | Tok::Error => return,
+                Tok::Char(b'\n') if depth == 0 => return,
+                Tok::Error if depth == 0 => return,
+                Tok::Char(b'{') => depth += 1,
+                Tok::Char(b'}') => depth = depth.saturating_sub(1),
                 Tok::Eof => {
                     self.unread(t);
                     return;
@@ -361,12 +368,31 @@ impl Parser {
         }
     }
 
-    /// Skip the rest of a line inside a block, stopping before its `}`.
+    /// Recover inside an inner block (`interface { ... }`, `allow instance
+    /// { ... }`): a syntax error skips to the end of its line or to the
+    /// block's `}`; the end of the file still ends everything.
+    fn recover_inner(&mut self, r: PResult<()>) -> PResult<()> {
+        match r {
+            Ok(()) | Err(Stop::Lexed) => Ok(()),
+            Err(Stop::Syntax) => {
+                self.skip_in_block();
+                Ok(())
+            }
+            Err(Stop::Eof) => Err(Stop::Eof),
+        }
+    }
+
+    /// Skip the rest of a line inside a block, stopping before its `}`;
+    /// a block that opens on the line is skipped whole.
     fn skip_in_block(&mut self) {
+        let mut depth = 0u32;
         loop {
             let t = self.next();
             match t.tok {
-                Tok::Char(b'\n') | Tok::Error => return,
+                Tok::Char(b'\n') if depth == 0 => return,
+                Tok::Error if depth == 0 => return,
+                Tok::Char(b'{') => depth += 1,
+                Tok::Char(b'}') if depth > 0 => depth -= 1,
                 Tok::Char(b'}') | Tok::Eof => {
                     self.unread(t);
                     return;
@@ -879,7 +905,10 @@ impl Parser {
                         match f.tok {
                             Tok::Char(b'\n') | Tok::Char(b',') => continue,
                             Tok::Char(b'}') => break,
-                            _ => self.instance_flag(vm, f)?,
+                            _ => {
+                                let r = self.instance_flag(vm, f);
+                                self.recover_inner(r)?;
+                            }
                         }
                     }
                 } else {
@@ -940,7 +969,10 @@ impl Parser {
                 match t.tok {
                     Tok::Char(b'\n') | Tok::Char(b',') => continue,
                     Tok::Char(b'}') => break,
-                    _ => self.iface_option(&mut nic, t)?,
+                    _ => {
+                        let r = self.iface_option(&mut nic, t);
+                        self.recover_inner(r)?;
+                    }
                 }
             }
         } else {
@@ -1137,6 +1169,24 @@ mod tests {
                 "t.conf:6: syntax error",
                 "t.conf:8: syntax error",
             ]
+        );
+    }
+
+    #[test]
+    fn a_block_with_a_bad_header_is_skipped_whole() {
+        assert_eq!(
+            errors("vm {\n boot /\n memory 1G\n}\nvm \"ok\" { boot / }\nswitch \"s\" 5 { interface br0 }\n"),
+            vec!["t.conf:1: syntax error", "t.conf:6: syntax error"]
+        );
+    }
+
+    #[test]
+    fn an_option_with_a_bad_inner_block_is_skipped_whole() {
+        assert_eq!(
+            errors(
+                "vm \"a\" {\n boot /\n interface tap0 junk { switch x\n up }\n memory 1G junk\n}\n"
+            ),
+            vec!["t.conf:3: syntax error", "t.conf:5: syntax error"]
         );
     }
 
