@@ -22,14 +22,6 @@
 //!   feature, no sleep button; RTC century byte 0x32 ([`crate::rtc`]);
 //!   `IAPC_BOOT_ARCH`: legacy devices, no VGA, no ASPM, and no 8042 (see
 //!   below).
-//!
-//! Why the FADT hides the 8042: with the 8042 flag set and no PS/2 device
-//! in the DSDT, Linux's i8042 driver probes the ports directly and waits
-//! for keyboard and mouse replies and IRQs 1 and 12 that a controller
-//! without devices never sends (hundreds of milliseconds of boot). With the
-//! flag clear it leaves the chip alone. The chip is still there for its
-//! reset line: Linux's reboot fallback and firmware write 0xfe to port 0x64
-//! without a driver, and [`crate::i8042`] answers them.
 //! - DSDT: `\_S5_` = {5, 0} (S5 is `SLP_TYP` 5, see [`crate::pm`]); COM1
 //!   (`PNP0501`, I/O 0x3f8-0x3ff, IRQ 4) and the RTC (`PNP0B00`, I/O
 //!   0x70-0x71, IRQ 8) under `\_SB`. No PCI root bridge yet.
@@ -42,6 +34,15 @@
 //!   GSI routing does with the in-kernel PIT (GSI 0 → IOAPIC pin 0). A
 //!   runtime that reroutes the PIT to pin 2 like QEMU sets
 //!   [`AcpiLayout::pit_on_gsi2`] to add the classic IRQ 0 → GSI 2 override.
+//! - FACS: empty (no S3, no global lock owner), 64-byte aligned.
+//!
+//! Why the FADT hides the 8042: with the 8042 flag set and no PS/2 device
+//! in the DSDT, Linux's i8042 driver probes the ports directly and waits
+//! for keyboard and mouse replies and IRQs 1 and 12 that a controller
+//! without devices never sends (hundreds of milliseconds of boot). With the
+//! flag clear it leaves the chip alone. The chip is still there for its
+//! reset line: Linux's reboot fallback and firmware write 0xfe to port 0x64
+//! without a driver, and [`crate::i8042`] answers them.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 

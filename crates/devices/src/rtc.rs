@@ -13,7 +13,7 @@
 //! 5, with 0xc0-0xff as "any") and update-ended events set their flags in
 //! register C whenever they happen, whether enabled or not (a guest may
 //! poll), and raise IRQ 8 when register B enables them; reading C clears
-//! it. Flags are brought up to date at each read of C; to raise the
+//! the flags. Flags are brought up to date at each read of C; to raise the
 //! interrupt on time, the runtime keeps an [`RtcTimer`]
 //! ([`RtcTimer::spawn`]) alive next to the device: a thread that sleeps
 //! until the next enabled event (not at all while none is enabled or the
@@ -44,7 +44,7 @@ use crate::bus::{BusDevice, Interrupt};
 pub const RTC_PORT: u64 = 0x70;
 /// Number of I/O ports the RTC decodes.
 pub const RTC_PORT_LEN: u64 = 2;
-/// ISA IRQ of the RTC (not raised, see the module documentation).
+/// ISA IRQ of the RTC (edge-triggered).
 pub const RTC_IRQ: u32 = 8;
 /// The CMOS byte holding the century, named in the FADT.
 pub const CENTURY_REG: u8 = 0x32;
