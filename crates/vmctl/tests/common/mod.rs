@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod vmd;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
