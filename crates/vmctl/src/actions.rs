@@ -179,10 +179,11 @@ fn stop(
         wait,
     })?;
     let (line, code) = match response {
-        Response::StopRequested { id } => (format!("requested to shutdown vm {id}"), 0),
-        Response::Terminated { id } if force && !wait => {
+        // -f without -w: the daemon answers once it is ending the VM.
+        Response::StopRequested { id } | Response::Terminated { id } if force && !wait => {
             (format!("forced to terminate vm {id}"), 0)
         }
+        Response::StopRequested { id } => (format!("requested to shutdown vm {id}"), 0),
         Response::Terminated { id } => (format!("terminated vm {id}"), 0),
         Response::Error { code } => (stop_failure(code), 1),
         _ => (UNEXPECTED.to_string(), 1),
@@ -498,6 +499,11 @@ mod tests {
                 wait: false
             }]
         );
+        let r = run(
+            &["stop", "-f", "web"],
+            vec![Response::StopRequested { id: 3 }],
+        );
+        assert_eq!(r.err, "stopping vm web: forced to terminate vm 3\n");
         let r = run(&["stop", "-w", "web"], vec![Response::Terminated { id: 3 }]);
         assert_eq!(r.err, "stopping vm web: terminated vm 3\n");
         let r = run(
