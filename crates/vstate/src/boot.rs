@@ -624,7 +624,8 @@ mod tests {
             .read_obj(GuestAddress(ZERO_PAGE_START))
             .unwrap();
         assert_eq!({ p.hdr.header }, BZ_HDR_MAGIC);
-        assert_eq!(u64::from({ p.hdr.cmd_line_ptr }), CMDLINE_START);
+        let ptr = p.hdr.cmd_line_ptr;
+        assert_eq!(u64::from(ptr), CMDLINE_START);
         assert_eq!({ p.hdr.cmdline_size }, 13);
         assert_eq!({ p.acpi_rsdp_addr }, 0xe0000);
         assert_eq!(p.e820_entries, 3);

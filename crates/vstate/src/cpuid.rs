@@ -75,14 +75,12 @@ pub fn filter(supported: &[kvm_cpuid_entry2], cpu: u8, nr_vcpus: u8) -> Vec<kvm_
                     e.edx &= !EDX_HTT;
                 }
             }
-            LEAF_CACHE_PARAMS => {
-                if e.eax & 0x1f != 0 {
-                    // Cores per package - 1 in 31:26; threads sharing this cache - 1 in 25:14
-                    // (one thread per core, so 0 except for the last-level cache).
-                    let level = (e.eax >> 5) & 0x7;
-                    let sharing = if level >= 3 { n - 1 } else { 0 };
-                    e.eax = (e.eax & 0x3fff) | ((n - 1).min(63) << 26) | (sharing.min(0xfff) << 14);
-                }
+            // Cores per package - 1 in 31:26; threads sharing this cache - 1 in 25:14
+            // (one thread per core, so 0 except for the last-level cache).
+            LEAF_CACHE_PARAMS if e.eax & 0x1f != 0 => {
+                let level = (e.eax >> 5) & 0x7;
+                let sharing = if level >= 3 { n - 1 } else { 0 };
+                e.eax = (e.eax & 0x3fff) | ((n - 1).min(63) << 26) | (sharing.min(0xfff) << 14);
             }
             // No PMU: guests must not program host counters through us.
             LEAF_PMU => {
@@ -104,12 +102,10 @@ pub fn filter(supported: &[kvm_cpuid_entry2], cpu: u8, nr_vcpus: u8) -> Vec<kvm_
                 // NC (cores - 1) in 7:0, ApicIdSize in 15:12.
                 e.ecx = (e.ecx & !0xf0ff) | ((n - 1) & 0xff) | (shift << 12);
             }
-            LEAF_EXT_CACHE_TOPO => {
-                if e.eax & 0x1f != 0 {
-                    let level = (e.eax >> 5) & 0x7;
-                    let sharing = if level >= 3 { n - 1 } else { 0 };
-                    e.eax = (e.eax & !(0xfff << 14)) | (sharing.min(0xfff) << 14);
-                }
+            LEAF_EXT_CACHE_TOPO if e.eax & 0x1f != 0 => {
+                let level = (e.eax >> 5) & 0x7;
+                let sharing = if level >= 3 { n - 1 } else { 0 };
+                e.eax = (e.eax & !(0xfff << 14)) | (sharing.min(0xfff) << 14);
             }
             LEAF_EXT_APIC_ID => {
                 e.eax = apic;
@@ -226,7 +222,7 @@ mod tests {
         e(1, 0, 0xa10f11, 0x0102_0800, 0x0120_2000, 0x078b_fbff);
         e(4, 0, 0x121, 0, 0, 0);
         e(4, 1, 0x163, 0, 0, 0);
-        e(0xa, 0, 0x0760_3, 1, 2, 3);
+        e(0xa, 0, 0x7603, 1, 2, 3);
         e(0xb, 0, 0, 0, 0, 1);
         // XSAVE: x87|SSE|AVX supported; a stale sub-leaf 9 that is not in the mask.
         e(0xd, 0, 0x7, 0x340, 0x300, 0);

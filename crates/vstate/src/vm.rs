@@ -151,6 +151,15 @@ impl KvmVm {
         Ok(Arc::new(IrqLine { gsi, evt }))
     }
 
+    /// A level-triggered interrupt line on `gsi` driven with `KVM_IRQ_LINE`
+    /// (the ACPI SCI): the level is held until the device lowers it.
+    pub fn level_irq_line(&self, gsi: u32) -> Arc<LevelIrqLine> {
+        Arc::new(LevelIrqLine {
+            vm: self.fd.clone(),
+            gsi,
+        })
+    }
+
     /// Creates and configures vCPU `index` of `nr_vcpus`; the boot vCPU
     /// (index 0) gets `entry`, the others wait for INIT/SIPI.
     pub fn create_vcpu(
@@ -195,6 +204,31 @@ impl devices::bus::Interrupt for IrqLine {
     }
 }
 
+/// A level-triggered interrupt line driven with `KVM_IRQ_LINE`.
+pub struct LevelIrqLine {
+    vm: Arc<VmFd>,
+    gsi: u32,
+}
+
+impl LevelIrqLine {
+    fn set(&self, high: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, high) {
+            tracing::warn!("could not set irq {} to {high}: {e}", self.gsi);
+        }
+    }
+}
+
+impl devices::bus::Interrupt for LevelIrqLine {
+    fn trigger(&self) {
+        self.set(true);
+        self.set(false);
+    }
+
+    fn set_level(&self, high: bool) {
+        self.set(high);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +242,8 @@ mod tests {
         let line = vm.irq_line(4).unwrap();
         assert_eq!(line.gsi(), 4);
         devices::bus::Interrupt::trigger(&*line);
+        let sci = vm.level_irq_line(9);
+        devices::bus::Interrupt::set_level(&*sci, true);
+        devices::bus::Interrupt::set_level(&*sci, false);
     }
 }
