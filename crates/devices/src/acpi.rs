@@ -43,6 +43,13 @@
 //! flag clear it leaves the chip alone. The chip is still there for its
 //! reset line: Linux's reboot fallback and firmware write 0xfe to port 0x64
 //! without a driver, and [`crate::i8042`] answers them.
+//!
+//! Tests: the unit tests parse the tables back and run ACPICA on them
+//! (`iasl -d`, `acpiexec`). `crates/devices/scripts/qemu-acpi-check [N]`
+//! boots the real test guest (Debian's 6.1 kernel) on these tables under
+//! QEMU's q35, whose ICH9 PM block, reset register, RTC and COM1 sit at the
+//! same ports, presses the power button and checks what Linux reports (N
+//! CPUs, S5, COM1 and the RTC from the DSDT, no i8042 probe, power off).
 
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
