@@ -1,5 +1,7 @@
-//! Emulated platform devices of the `vm` process (vmd's `ns8250.c`,
-//! `mc146818.c`, `i8253.c`, `pci.c`, `fw_cfg.c`), one chip per module.
+//! Emulated platform devices of the `vm` process (vmd's `ns8250.c` and
+//! `mc146818.c`; `pci.c` and `fw_cfg.c` come later, and KVM's in-kernel
+//! irqchip and PIT stand in for `i8259.c` and `i8253.c`), one chip per
+//! module, plus the ACPI tables and registers Linux needs.
 //!
 //! Devices never see KVM types: the VM exit loop in `vstate` dispatches port
 //! I/O and MMIO through a [`bus::Bus`], and devices raise interrupts through

@@ -5,8 +5,8 @@
 //!
 //! Construction: [`Serial::new`] takes the interrupt line, the output sink
 //! (anything `Write + Send`: the VM's pty, stdout in the foreground runner)
-//! and an optional [`EventFd`] that is signalled whenever the guest has read
-//! the receive FIFO empty.
+//! and an optional [`EventFd`] that is signalled each time a guest read
+//! empties the receive FIFO (not for reads of an already empty FIFO).
 //!
 //! Output: every byte the guest writes to the transmit register is written
 //! and flushed to the sink at once, on the vCPU thread. Give a sink that
