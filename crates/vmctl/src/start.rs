@@ -2,7 +2,6 @@
 //! the daemon (vmctl's `ctl_start` in `main.c` and `vm_start` in
 //! `vmctl.c`).
 
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use proto::VmTarget;
@@ -201,8 +200,7 @@ fn realpath(path: &str) -> Result<PathBuf, Errno> {
 fn check_boot_file(path: &Path) -> Result<(), (Errno, bool)> {
     let file = std::fs::File::open(path).map_err(|e| (Errno::from_io(&e), true))?;
     let meta = file.metadata().map_err(|e| (Errno::from_io(&e), true))?;
-    let kind = meta.file_type();
-    if !kind.is_file() || kind.is_block_device() {
+    if !meta.file_type().is_file() {
         return Err((Errno(libc::EINVAL), false));
     }
     Ok(())
