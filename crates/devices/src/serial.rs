@@ -41,6 +41,10 @@ pub const COM1_IRQ: u32 = 4;
 /// Size of the receive FIFO.
 pub const FIFO_SIZE: usize = 64;
 
+/// Modem control register and its loopback bit (reading it has no effect).
+const MCR_OFFSET: u8 = 4;
+const MCR_LOOP: u8 = 0x10;
+
 /// Adapts our [`Interrupt`] to `vm-superio`'s `Trigger`.
 struct IrqTrigger(Arc<dyn Interrupt>);
 
@@ -83,6 +87,7 @@ pub struct Serial {
     inner: Inner,
     events: Arc<Events>,
     drained: Option<EventFd>,
+    dropped_input: u64,
 }
 
 impl Serial {
@@ -99,12 +104,22 @@ impl Serial {
             inner,
             events,
             drained,
+            dropped_input: 0,
         }
     }
 
     /// Queues console input for the guest; returns how many bytes of `input`
     /// were taken (0 when the FIFO is full). The caller keeps the rest.
+    ///
+    /// In loopback mode the receiver is cut off from the line, as on the
+    /// chip: input is taken and dropped (counted by
+    /// [`Serial::dropped_input`]), so the caller never waits for a drain
+    /// that cannot come.
     pub fn enqueue_raw_bytes(&mut self, input: &[u8]) -> usize {
+        if self.inner.read(MCR_OFFSET) & MCR_LOOP != 0 {
+            self.dropped_input += input.len() as u64;
+            return input.len();
+        }
         if input.is_empty() || self.inner.fifo_capacity() == 0 {
             return 0;
         }
@@ -122,6 +137,11 @@ impl Serial {
     /// Free space in the receive FIFO, in bytes.
     pub fn fifo_capacity(&self) -> usize {
         self.inner.fifo_capacity()
+    }
+
+    /// Console input dropped because the UART was in loopback mode.
+    pub fn dropped_input(&self) -> u64 {
+        self.dropped_input
     }
 
     /// Bytes written to the output sink so far.
@@ -327,5 +347,19 @@ mod tests {
         s.write(u64::MAX, &[1, 2]);
         s.write(100, b"x");
         assert!(sink.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn input_in_loopback_mode_is_dropped_not_left_waiting() {
+        let (mut s, _, _) = uart();
+        s.write(MCR, &[0x10]);
+        assert_eq!(s.enqueue_raw_bytes(b"abc"), 3);
+        assert_eq!(s.dropped_input(), 3);
+        assert_eq!(s.fifo_capacity(), FIFO_SIZE);
+        // Out of loopback, input queues again.
+        s.write(MCR, &[0x0b]);
+        assert_eq!(s.enqueue_raw_bytes(b"d"), 1);
+        assert_eq!(rd(&mut s, DATA), b'd');
+        assert_eq!(s.dropped_input(), 3);
     }
 }
