@@ -44,8 +44,8 @@ pub const E820_RESERVED: u32 = 2;
 /// Errors from creating guest memory.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    /// The requested size is outside the supported range or not a whole number of pages.
-    #[error("guest memory size {0} bytes is not supported (32 MiB to 1 TiB, a multiple of 4 KiB)")]
+    /// The requested size is below the minimum or not a whole number of pages.
+    #[error("guest memory size {0} bytes is not supported (at least 32 MiB, a multiple of 4 KiB)")]
     BadSize(u64),
     /// The host cannot provide that much memory (or memfd/mmap failed).
     #[error("could not allocate guest memory")]
@@ -137,8 +137,13 @@ impl GuestRam {
     /// Creates `size` bytes of guest RAM, backed by a memfd whose size is
     /// sealed, mapped shared and without reserve (pages are touched lazily).
     pub fn new(size: u64) -> Result<Self, MemoryError> {
-        if !(MIN_MEMORY..=MAX_MEMORY).contains(&size) || size % 4096 != 0 {
+        if size < MIN_MEMORY || size % 4096 != 0 {
             return Err(MemoryError::BadSize(size));
+        }
+        if size > MAX_MEMORY {
+            return Err(MemoryError::Allocate(std::io::Error::from_raw_os_error(
+                libc::ENOMEM,
+            )));
         }
         check_host_can_provide(size)?;
         let memfd = create_memfd(size).map_err(MemoryError::Allocate)?;
