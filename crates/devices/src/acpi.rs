@@ -105,6 +105,9 @@ const BOOT_ARCH_NO_ASPM: u16 = 1 << 4;
 
 /// Tables are placed on this alignment (the FACS needs 64).
 const ALIGN: u64 = 64;
+/// Highest guest physical address x86-64 can have (52 bits), which keeps
+/// the placement arithmetic far from overflow.
+const MAX_PHYS: u64 = 1 << 52;
 
 /// Errors from building or writing the ACPI tables.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,14 @@ pub enum AcpiError {
     /// The RSDP lies inside the table area.
     #[error("RSDP at {0:#x} overlaps the ACPI table area")]
     RsdpOverlap(u64),
+    /// The table area is reversed or lies beyond physical addresses.
+    #[error("ACPI table area {start:#x}..{end:#x} is not usable")]
+    BadArea {
+        /// Start of the area (or the RSDP address).
+        start: u64,
+        /// End of the area.
+        end: u64,
+    },
     /// Writing a table to guest memory failed.
     #[error("cannot write ACPI table at {addr:#x}")]
     Write {
@@ -324,9 +335,18 @@ pub fn build_tables(layout: &AcpiLayout) -> Result<Vec<Blob>, AcpiError> {
     if layout.vcpus == 0 || layout.vcpus > MAX_VCPUS {
         return Err(AcpiError::VcpuCount(layout.vcpus));
     }
-    let start = align_up(layout.tables_addr.0);
-    let end = layout.tables_end.0;
-    let rsdp = layout.rsdp_addr.0;
+    let (first, end, rsdp) = (
+        layout.tables_addr.0,
+        layout.tables_end.0,
+        layout.rsdp_addr.0,
+    );
+    if first > end || end > MAX_PHYS || rsdp > MAX_PHYS {
+        return Err(AcpiError::BadArea {
+            start: first.min(rsdp),
+            end,
+        });
+    }
+    let start = align_up(first);
     if rsdp.saturating_add(Rsdp::len() as u64) > start && rsdp < end {
         return Err(AcpiError::RsdpOverlap(rsdp));
     }

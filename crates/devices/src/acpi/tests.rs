@@ -255,6 +255,22 @@ fn bad_layouts_are_refused() {
         build_tables(&overlap),
         Err(AcpiError::RsdpOverlap(_))
     ));
+    for (rsdp, start, end) in [
+        (RSDP_ADDR, 0x2000, 0x1000),
+        (RSDP_ADDR, u64::MAX - 8, u64::MAX),
+        (u64::MAX - 4, 0x1000, 0x2000),
+    ] {
+        let bad = AcpiLayout {
+            rsdp_addr: GuestAddress(rsdp),
+            tables_addr: GuestAddress(start),
+            tables_end: GuestAddress(end),
+            ..AcpiLayout::new(1)
+        };
+        assert!(
+            matches!(build_tables(&bad), Err(AcpiError::BadArea { .. })),
+            "{rsdp:#x} {start:#x}..{end:#x}"
+        );
+    }
     // Guest memory that does not reach the table area.
     let tiny = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
     assert!(matches!(
