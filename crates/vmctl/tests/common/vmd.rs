@@ -168,6 +168,16 @@ impl User {
     }
 }
 
+impl User {
+    /// A command that runs as this user, without supplementary groups.
+    pub fn command_for(&self, program: &str) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(program);
+        cmd.uid(self.uid).gid(self.gid);
+        cmd
+    }
+}
+
 impl Drop for User {
     fn drop(&mut self) {
         for _ in 0..200 {
