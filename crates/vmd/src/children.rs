@@ -31,8 +31,7 @@ pub fn run_child(role: Role, args: &Args) -> anyhow::Result<i32> {
                 privsep::drop_privileges()?;
             }
             privsep::user::set_no_new_privs()?;
-            drop(chan);
-            anyhow::bail!("the vm runtime is not built in yet")
+            Ok(crate::vm_proc::main(chan)?)
         }
     }
 }

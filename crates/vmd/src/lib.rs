@@ -8,6 +8,7 @@ pub mod control;
 pub mod log;
 pub mod parent;
 pub mod vm;
+pub mod vm_proc;
 pub mod vmm;
 
 mod children;

@@ -1,0 +1,163 @@
+//! The `vm` process's side of privilege separation (vmd's `vm.c`
+//! `vm_main` and `vm_dispatch_vmm`): receive the VM's description and
+//! descriptors from vmm, build the VM with the runtime in [`crate::vm`],
+//! run it, and serve vmm's pause/unpause/stop requests on a thread
+//! through the runtime's [`crate::vm::VmHandle`]. The exit status tells
+//! vmm how the VM ended (0 powered off, `EAGAIN` rebooted, 1 failed).
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use privsep::{Channel, ChannelError};
+use proto::internal::{VmSpec, VmToVmm, VmmToVm};
+
+use crate::vm::{Console, Vm, VmConfig, VmHandle};
+
+/// Why the vm process could not run its VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmProcError {
+    /// vmm's first message was not a valid start
+    #[error("bad start message from vmm")]
+    Start(#[source] ChannelError),
+    /// The first message was something other than a start
+    #[error("unexpected first message from vmm")]
+    NotStart,
+    /// The runtime refused the configuration
+    #[error("could not create the vm")]
+    Create(#[source] crate::vm::Error),
+}
+
+/// Builds the runtime's configuration from a spec and its descriptors
+/// (tty, kernel, initrd?, disks..., cdrom?), as [`VmSpec`] orders them.
+pub fn config_from(spec: &VmSpec, fds: Vec<OwnedFd>) -> Option<VmConfig> {
+    if fds.len() != spec.fd_count() {
+        return None;
+    }
+    let mut it = fds.into_iter();
+    let tty = it.next()?;
+    let kernel = File::from(it.next()?);
+    let initrd = if spec.initrd {
+        Some(File::from(it.next()?))
+    } else {
+        None
+    };
+    let disks = (0..spec.disks)
+        .map(|_| it.next().map(File::from))
+        .collect::<Option<Vec<_>>>()?;
+    // The runtime has no CD-ROM yet: a cdrom descriptor, if any, is
+    // closed unused here.
+    Some(VmConfig {
+        name: spec.name.clone(),
+        memory: spec.memory,
+        vcpus: spec.vcpus,
+        kernel,
+        initrd,
+        cmdline: spec.cmdline.clone(),
+        disks,
+        console: Console::Fd(tty),
+    })
+}
+
+/// The errno value vmd reports for a runtime failure.
+fn errno_of(err: &crate::vm::Error) -> i32 {
+    use crate::vm::Error;
+    match err {
+        Error::Memory(_) => libc::ENOMEM,
+        Error::Boot(_) | Error::Vcpus { .. } | Error::DisksUnsupported => libc::EINVAL,
+        _ => libc::EIO,
+    }
+}
+
+/// Runs the vm role: returns the process's exit status.
+pub fn main(mut chan: Channel) -> Result<i32, VmProcError> {
+    let (msg, fds) = chan.recv::<VmmToVm>().map_err(VmProcError::Start)?;
+    let VmmToVm::Start(spec) = msg else {
+        return Err(VmProcError::NotStart);
+    };
+    let Some(cfg) = config_from(&spec, fds) else {
+        let _ = chan.send(&VmToVmm::Failed { code: libc::EINVAL }, &[]);
+        return Err(VmProcError::NotStart);
+    };
+    let (vm, handle) = match Vm::new(cfg) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = chan.send(&VmToVmm::Failed { code: errno_of(&e) }, &[]);
+            return Err(VmProcError::Create(e));
+        }
+    };
+    if chan.send(&VmToVmm::Running, &[]).is_err() {
+        return Ok(1);
+    }
+    tracing::debug!("{}: vm {} running", spec.name, spec.id);
+    let name = spec.name.clone();
+    std::thread::Builder::new()
+        .name("vmm-channel".into())
+        .spawn(move || serve(chan, handle, name))
+        .map_err(|_| VmProcError::NotStart)?;
+    let outcome = vm.run();
+    tracing::debug!("{}: vm ended: {outcome:?}", spec.name);
+    Ok(outcome.exit_code())
+}
+
+/// Serves vmm's requests until the channel closes. A closed or misbehaving
+/// vmm ends the VM: nobody would be left to report to.
+fn serve(mut chan: Channel, handle: VmHandle, name: String) {
+    loop {
+        let msg = match chan.recv_msg::<VmmToVm>() {
+            Ok(m) => m,
+            Err(ChannelError::Closed) => {
+                tracing::debug!("{name}: vmm has gone, ending the vm");
+                handle.terminate();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("{name}: bad message from vmm: {e}; ending the vm");
+                handle.terminate();
+                return;
+            }
+        };
+        let reply = match msg {
+            VmmToVm::Pause => Some(VmToVmm::PauseResult {
+                code: settled(|| handle.pause()),
+            }),
+            VmmToVm::Unpause => Some(VmToVmm::UnpauseResult {
+                code: settled(|| handle.resume()),
+            }),
+            VmmToVm::PowerButton => {
+                handle.power_button();
+                None
+            }
+            VmmToVm::Terminate => {
+                handle.terminate();
+                None
+            }
+            VmmToVm::Start(_) => {
+                tracing::warn!("{name}: second start message from vmm; ending the vm");
+                handle.terminate();
+                return;
+            }
+        };
+        if let Some(r) = reply {
+            if chan.send(&r, &[]).is_err() {
+                handle.terminate();
+                return;
+            }
+        }
+    }
+}
+
+/// Runs a pause or resume, giving a VM that is still starting its vCPU
+/// threads (vmm reports it running as soon as it is built) up to a second
+/// to get there. 0 on success, `EINVAL` otherwise.
+fn settled(op: impl Fn() -> Result<(), crate::vm::Error>) -> i32 {
+    for _ in 0..200 {
+        match op() {
+            Ok(()) => return 0,
+            Err(crate::vm::Error::NotRunning) => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(_) => return libc::EINVAL,
+        }
+    }
+    libc::EINVAL
+}
