@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod guest;
 pub mod vmd;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
