@@ -56,9 +56,56 @@ fn read_until(from: &mut std::fs::File, want: &[u8]) -> Vec<u8> {
     seen
 }
 
+/// Runs `console` (a `vmctl console` command) on a pty of its own, checks
+/// that it attaches to `tty`, that the echo guest returns what is typed,
+/// and that `~.` leaves with status 0.
+fn echo_through_console(mut console: std::process::Command, tty: &str) {
+    use std::io::Write;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .unwrap();
+    }
+    let mut user = std::fs::File::from(pty.master);
+    let stdio = || Stdio::from(pty.slave.try_clone().unwrap());
+    let mut console = console
+        .stdin(stdio())
+        .stdout(stdio())
+        .stderr(stdio())
+        .spawn()
+        .unwrap();
+    read_until(
+        &mut user,
+        format!("Connected to {tty} (speed 115200)\r\n").as_bytes(),
+    );
+    user.write_all(b"ping").unwrap();
+    read_until(&mut user, b"ping");
+    user.write_all(b"\r~.").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = console.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "vmctl console did not leave");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    read_until(&mut user, b"[EOT]");
+}
+
+/// The tty named by "vmctl: started vm ID successfully, tty TTY".
+fn started_tty(err: &str, id: u32) -> String {
+    err.strip_prefix(&format!("vmctl: started vm {id} successfully, tty "))
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_string()
+}
+
 #[test]
 fn tiny_guest_lifecycle_through_vmctl() {
-    use std::io::Write;
     if !is_root() {
         return;
     }
@@ -68,11 +115,7 @@ fn tiny_guest_lifecycle_through_vmctl() {
     let out = vmd.vmctl(&["start", "-b", kernel.to_str().unwrap(), "-m", "32M", "tiny"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}\n{}", vmd.log());
-    let tty = err
-        .strip_prefix("vmctl: started vm 1 successfully, tty ")
-        .and_then(|rest| rest.strip_suffix('\n'))
-        .unwrap_or_else(|| panic!("{err}"))
-        .to_string();
+    let tty = started_tty(&err, 1);
     assert!(tty.starts_with("/dev/pts/"), "{tty}");
 
     let row = status_row(&vmd, "tiny");
@@ -100,41 +143,9 @@ fn tiny_guest_lifecycle_through_vmctl() {
     );
 
     // The console: the guest echoes what is typed; "~." leaves.
-    let pty = nix::pty::openpty(None, None).unwrap();
-    for fd in [&pty.master, &pty.slave] {
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .unwrap();
-    }
-    let mut user = std::fs::File::from(pty.master);
-    let stdio = || Stdio::from(pty.slave.try_clone().unwrap());
-    let mut console = vmd
-        .command()
-        .args(["console", "tiny"])
-        .stdin(stdio())
-        .stdout(stdio())
-        .stderr(stdio())
-        .spawn()
-        .unwrap();
-    read_until(
-        &mut user,
-        format!("Connected to {tty} (speed 115200)\r\n").as_bytes(),
-    );
-    user.write_all(b"ping").unwrap();
-    read_until(&mut user, b"ping");
-    user.write_all(b"\r~.").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = console.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "vmctl console did not leave");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
-    read_until(&mut user, b"[EOT]");
+    let mut console = vmd.command();
+    console.args(["console", "tiny"]);
+    echo_through_console(console, &tty);
 
     let out = vmd.vmctl(&["pause", "tiny"]);
     assert_eq!(
@@ -252,4 +263,65 @@ fn tiny_guest_lifecycle_through_vmctl() {
     );
     let out = vmd.vmctl(&["stop", "tiny"]);
     assert_eq!(stderr(&out), "stopping vm tiny: vm not found\n");
+}
+
+#[test]
+fn a_user_starts_and_attaches_to_their_own_vm() {
+    if !is_root() {
+        return;
+    }
+    // Other users start VMs the configuration gives them (vmd's rule:
+    // no ad-hoc VMs for non-root users).
+    let user = User::create();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kernel = dir.path().join("echo.elf");
+    std::fs::write(&kernel, echo_guest()).unwrap();
+    let vmd = Vmd::start(&format!(
+        "vm \"mine\" {{\n  disable\n  boot \"{}\"\n  memory 32M\n  owner {}\n}}\n",
+        kernel.display(),
+        user.name
+    ));
+    std::fs::set_permissions(&vmd.sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let as_user = |args: &[&str]| {
+        let mut cmd = vmd.command();
+        cmd.uid(user.uid).gid(user.gid).args(args);
+        cmd
+    };
+
+    let out = as_user(&["start", "-b", kernel.to_str().unwrap(), "adhoc"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (out.status.code(), stderr(&out)),
+        (
+            Some(1),
+            "vmctl: start vm command failed: Operation not permitted\n".to_string()
+        )
+    );
+
+    let out = as_user(&["start", "mine"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        vmd.log()
+    );
+    let tty = started_tty(&stderr(&out), 1);
+    let row = status_row(&vmd, "mine");
+    assert_eq!(row[6], user.name, "the starting user owns the VM: {row:?}");
+
+    // The user's own console works through vmctl.
+    let mut console = as_user(&["console", "mine"]);
+    echo_through_console(console, &tty);
+
+    let out = as_user(&["stop", "-f", "mine"]).output().unwrap();
+    assert_eq!(
+        (out.status.code(), stderr(&out)),
+        (
+            Some(0),
+            "stopping vm mine: forced to terminate vm 1\n".to_string()
+        )
+    );
 }
