@@ -313,7 +313,7 @@ fn a_user_starts_and_attaches_to_their_own_vm() {
     assert_eq!(row[6], user.name, "the starting user owns the VM: {row:?}");
 
     // The user's own console works through vmctl.
-    let mut console = as_user(&["console", "mine"]);
+    let console = as_user(&["console", "mine"]);
     echo_through_console(console, &tty);
 
     let out = as_user(&["stop", "-f", "mine"]).output().unwrap();
