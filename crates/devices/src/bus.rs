@@ -23,6 +23,8 @@ pub trait BusDevice: Send {
 /// A level- or edge-triggered interrupt line a device can raise.
 ///
 /// Implemented by `vstate` (irqfd / `KVM_IRQ_LINE`); devices only see this.
+/// Devices call it with themselves locked, from vCPU threads or their own
+/// timer thread, so it must not block or touch a device.
 pub trait Interrupt: Send + Sync {
     /// Signals the interrupt (an edge; for level lines, assert then deassert).
     fn trigger(&self);
@@ -45,7 +47,10 @@ pub trait Interrupt: Send + Sync {
 /// reset lines (i8042 pulse, 0xcf9, the FADT reset register).
 ///
 /// Implemented by the VM runtime, which stops all vCPUs and ends the VM with
-/// the matching outcome.
+/// the matching outcome. The methods are called on the vCPU thread that
+/// made the access, with the requesting device
+/// locked: they must only record the request and kick the vCPUs, never
+/// wait for them or touch a device.
 pub trait PowerEvents: Send + Sync {
     /// The guest asked to power off.
     fn power_off(&self);
