@@ -48,9 +48,9 @@ pub trait Interrupt: Send + Sync {
 ///
 /// Implemented by the VM runtime, which stops all vCPUs and ends the VM with
 /// the matching outcome. The methods are called on the vCPU thread that
-/// made the access, with the requesting device
-/// locked: they must only record the request and kick the vCPUs, never
-/// wait for them or touch a device.
+/// made the access, with the requesting device locked: they must only
+/// record the request and kick the vCPUs, never wait for them or touch a
+/// device.
 pub trait PowerEvents: Send + Sync {
     /// The guest asked to power off.
     fn power_off(&self);
