@@ -43,7 +43,7 @@ impl Transport for Verbose<'_> {
 
 /// Runs vmctl with `argv` (program name first) and returns the exit
 /// status. `socket_env` is the value of `VMD_SOCKET`, if set.
-pub fn run(argv: &[String], socket_env: Option<String>) -> i32 {
+pub fn run(argv: &[String], socket_env: Option<PathBuf>) -> i32 {
     let stderr = std::io::stderr();
     let args = argv.get(1..).unwrap_or_default();
     let (opts, rest) = match getopt::getopt(args, "s:v") {
@@ -59,12 +59,12 @@ pub fn run(argv: &[String], socket_env: Option<String>) -> i32 {
     };
     let mut verbose = false;
     let mut socket = socket_env
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+        .filter(|s| !s.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     for opt in opts {
         match (opt.letter, opt.arg) {
             ('v', _) => verbose = true,
-            ('s', Some(path)) => socket = path,
+            ('s', Some(path)) => socket = PathBuf::from(path),
             _ => {}
         }
     }
@@ -87,7 +87,7 @@ pub fn run(argv: &[String], socket_env: Option<String>) -> i32 {
         err: &mut err,
     };
     let outcome = if parsed.action.needs_daemon() {
-        let mut client = match Client::connect(&PathBuf::from(&socket)) {
+        let mut client = match Client::connect(&socket) {
             Ok(client) => client,
             Err(e) => {
                 let _ = writeln!(io.err, "{PROG}: {e}");

@@ -210,3 +210,18 @@ fn daemon_hanging_up_is_pipe_closed() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stderr), "stopping vm a: vmctl: pipe closed\n");
 }
+
+#[test]
+fn arguments_that_are_not_utf8_are_refused_not_a_crash() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = vmctl()
+        .arg("status")
+        .arg(std::ffi::OsStr::from_bytes(b"w\xffb"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "vmctl: argument is not valid UTF-8: w\u{fffd}b\n"
+    );
+}
