@@ -1,15 +1,20 @@
 //! Control-plane figures (run as root: `cargo bench -p vmd --bench
 //! control`): the round trip of `status` through control and parent with
 //! 100 registered VMs, on one connection and on a fresh connection each
-//! time (what one `vmctl status` costs the daemon). Prints medians; the
-//! machine is noisy, so compare medians, never single runs.
+//! time (what one `vmctl status` costs the daemon); the start of a tiny
+//! guest until its first console output; and 50 starts back to back.
+//! Prints medians; the machine is noisy, so compare medians, never single
+//! runs.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use proto::{Request, Response};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+
+use proto::{Request, Response, StartRequest};
 
 fn median(mut v: Vec<Duration>) -> (Duration, Duration) {
     v.sort();
@@ -55,6 +60,8 @@ fn main() {
     println!("status, 100 VMs, same connection:  median {m1:?}, p90 {p1:?}");
     println!("status, 100 VMs, new connection:   median {m2:?}, p90 {p2:?}");
 
+    start_figures(&d);
+
     let vmctl = common::vmd_bin().with_file_name("vmctl");
     if vmctl.exists() {
         let mut runs = Vec::new();
@@ -72,4 +79,68 @@ fn main() {
         let (m, p) = median(runs);
         println!("vmctl status process, 100 VMs:     median {m:?}, p90 {p:?}");
     }
+}
+
+fn start_req(name: &str) -> Request {
+    let mut conf = vmconf::VmConf::new(name);
+    conf.boot = Some(testguests::HELLO.into());
+    conf.memory = Some(32 << 20);
+    Request::Start(StartRequest {
+        conf: Box::new(conf),
+    })
+}
+
+/// Start → `StartOk`, and start → the guest's first console line (its
+/// first instructions ran), for a guest that prints and powers off.
+fn start_figures(d: &common::Daemon) {
+    let mut to_reply = Vec::new();
+    let mut to_output = Vec::new();
+    for i in 0..30 {
+        let t = Instant::now();
+        let tty = match d.request(&start_req(&format!("b{i}"))) {
+            Response::StartOk { tty, .. } => tty,
+            other => panic!("{other:?}"),
+        };
+        to_reply.push(t.elapsed());
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&tty)
+            .unwrap();
+        let mut text = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&text).contains("HELLO") {
+            if let Ok(n) = f.read(&mut buf) {
+                text.extend_from_slice(&buf[..n]);
+            }
+            assert!(t.elapsed() < Duration::from_secs(10));
+        }
+        to_output.push(t.elapsed());
+        // Let it power off and be forgotten before the next one.
+        while matches!(
+            d.request(&Request::Status {
+                target: Some(proto::VmTarget::Name(format!("b{i}")))
+            }),
+            Response::VmInfo(_)
+        ) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let (m, p) = median(to_reply);
+    println!("start → StartOk (VM built):       median {m:?}, p90 {p:?}");
+    let (m, p) = median(to_output);
+    println!("start → first guest output:        median {m:?}, p90 {p:?}");
+
+    let t = Instant::now();
+    for i in 0..50 {
+        match d.request(&start_req(&format!("r{i}"))) {
+            Response::StartOk { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "50 starts back to back:            {:.1} VMs/s",
+        50.0 / secs
+    );
 }

@@ -64,6 +64,8 @@ pub struct Parent {
     pub(super) ttys: BTreeMap<VmId, Pty>,
     /// Clients waiting for a start to complete.
     pub(super) starting: BTreeMap<VmId, u64>,
+    /// When each starting VM was handed to vmm (for the debug log).
+    pub(super) launched: BTreeMap<VmId, Instant>,
     /// Clients waiting for a stop request to reach the VM.
     pub(super) stopping: BTreeMap<VmId, (u64, bool)>,
     /// Clients waiting for a pause or unpause result.
@@ -153,6 +155,7 @@ impl Parent {
             signals,
             ttys: BTreeMap::new(),
             starting: BTreeMap::new(),
+            launched: BTreeMap::new(),
             stopping: BTreeMap::new(),
             pausing: BTreeMap::new(),
             waiters: Vec::new(),

@@ -163,6 +163,7 @@ impl Parent {
 
     fn try_launch(&mut self, plan: &StartPlan) -> Result<(), Error> {
         let id = plan.id;
+        let t0 = Instant::now();
         let vm = self.registry.by_id(id).ok_or(Error::NotFound)?;
         let mut checks = plan.files.clone();
         if !checks.iter().any(|f| f.role == FileRole::Kernel) {
@@ -213,6 +214,8 @@ impl Parent {
         if !self.send_vmm(&ParentToVmm::Start(spec), &fds) {
             return Err(Error::NotFound);
         }
+        tracing::debug!("vm {id}: files and console ready in {:?}", t0.elapsed());
+        self.launched.insert(id, Instant::now());
         Ok(())
     }
 
@@ -304,6 +307,9 @@ impl Parent {
                     .map(|t| t.display().to_string())
                     .unwrap_or_default();
                 tracing::info!("{}: started vm {id} successfully, tty {tty}", vm.name());
+                if let Some(t) = self.launched.remove(&id) {
+                    tracing::debug!("vm {id}: built and running {:?} after launch", t.elapsed());
+                }
                 if let Some(client) = self.starting.remove(&id) {
                     self.reply(client, Response::StartOk { id, tty });
                 }
@@ -380,6 +386,7 @@ impl Parent {
     fn released(&mut self, r: Released) {
         let id = r.id;
         self.ttys.remove(&id);
+        self.launched.remove(&id);
         if let Some(client) = self.starting.remove(&id) {
             self.reply(client, err(libc::EIO));
         }
