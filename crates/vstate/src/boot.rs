@@ -204,17 +204,20 @@ pub fn write_boot_structures(mem: &GuestMemoryMmap) -> Result<(), BootError> {
         .map_err(|_| BootError::Write)?;
     mem.write_obj(PDPT_START | 0x3, GuestAddress(PML4_START))
         .map_err(|_| BootError::Write)?;
+    // The four page directories are contiguous: build them in one buffer.
+    let mut pds = Vec::with_capacity(4 * 512 * 8);
     for i in 0..4u64 {
         let pd = PD_START + i * 0x1000;
         mem.write_obj(pd | 0x3, GuestAddress(PDPT_START + i * 8))
             .map_err(|_| BootError::Write)?;
         for j in 0..512u64 {
-            let addr = (i << 30) | (j << 21);
             // Present, writable, 2 MiB page.
-            mem.write_obj(addr | 0x83, GuestAddress(pd + j * 8))
-                .map_err(|_| BootError::Write)?;
+            let entry = (i << 30) | (j << 21) | 0x83;
+            pds.extend_from_slice(&entry.to_le_bytes());
         }
     }
+    mem.write_slice(&pds, GuestAddress(PD_START))
+        .map_err(|_| BootError::Write)?;
     Ok(())
 }
 

@@ -83,32 +83,52 @@ pub struct KvmVm {
 
 impl KvmVm {
     /// Opens `/dev/kvm` (or uses the given fd to it) and creates the VM with
-    /// its irqchip and PIT.
-    pub fn new(kvm_fd: Option<OwnedFd>) -> Result<Self, VmError> {
+    /// `ram` as its memory, the in-kernel irqchip and the PIT.
+    ///
+    /// The memory slots are registered before the irqchip exists: measured
+    /// here, `KVM_SET_USER_MEMORY_REGION` then takes 0.3-0.8 ms instead of
+    /// 6-7 ms (each later slot update waits for an expedited SRCU grace
+    /// period that the irqchip's users make slow), and the PIT 0.1-0.9 ms
+    /// instead of 1.4-1.7 ms.
+    pub fn new(kvm_fd: Option<OwnedFd>, ram: &GuestRam) -> Result<Self, VmError> {
         let kvm = match kvm_fd {
             // SAFETY: the caller hands us ownership of an fd to /dev/kvm.
             Some(fd) => unsafe { Kvm::from_raw_fd(fd.into_raw_fd()) },
             None => Kvm::new().map_err(VmError::OpenKvm)?,
         };
+        // KVM_GET_SUPPORTED_CPUID takes 0.3-0.4 ms here: ask on a second
+        // thread while this one builds the VM.
+        let (fd, supported_cpuid) = std::thread::scope(|s| {
+            let cpuid = s.spawn(|| kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES));
+            let fd = Self::create(&kvm, ram);
+            let cpuid = cpuid
+                .join()
+                .unwrap_or_else(|_| Err(kvm_ioctls::Error::new(libc::EINTR)));
+            (fd, cpuid)
+        });
+        let fd = fd?;
+        let supported_cpuid = supported_cpuid.map_err(VmError::Cpuid)?;
+        Ok(Self {
+            kvm,
+            fd: Arc::new(fd),
+            supported_cpuid,
+        })
+    }
+
+    fn create(kvm: &Kvm, ram: &GuestRam) -> Result<VmFd, VmError> {
         let fd = kvm.create_vm().map_err(VmError::CreateVm)?;
         fd.set_tss_address(TSS_ADDR as usize)
             .map_err(VmError::Tss)?;
         fd.set_identity_map_address(IDENTITY_MAP_ADDR)
             .map_err(VmError::Tss)?;
+        map_memory(&fd, ram)?;
         fd.create_irq_chip().map_err(VmError::Irqchip)?;
         let pit = kvm_pit_config {
             flags: KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(VmError::Pit)?;
-        let supported_cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(VmError::Cpuid)?;
-        Ok(Self {
-            kvm,
-            fd: Arc::new(fd),
-            supported_cpuid,
-        })
+        Ok(fd)
     }
 
     /// The most vCPUs KVM allows in one VM.
@@ -119,23 +139,6 @@ impl KvmVm {
     /// The VM fd.
     pub fn fd(&self) -> &Arc<VmFd> {
         &self.fd
-    }
-
-    /// Registers every guest RAM region as a KVM memory slot.
-    pub fn map_memory(&self, ram: &GuestRam) -> Result<(), VmError> {
-        for (slot, region) in ram.memory().iter().enumerate() {
-            let r = kvm_userspace_memory_region {
-                slot: slot as u32,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: region.as_ptr() as u64,
-                flags: 0,
-            };
-            // SAFETY: the region is a live mapping owned by `ram`, which the
-            // caller keeps alive as long as the VM (the runtime holds both).
-            unsafe { self.fd.set_user_memory_region(r) }.map_err(VmError::Memory)?;
-        }
-        Ok(())
     }
 
     /// An interrupt line on `gsi` (ISA IRQ number for the legacy chips),
@@ -181,6 +184,23 @@ impl KvmVm {
         )
         .map_err(|e| VmError::Vcpu(index, e))
     }
+}
+
+/// Registers every guest RAM region as a KVM memory slot.
+fn map_memory(fd: &VmFd, ram: &GuestRam) -> Result<(), VmError> {
+    for (slot, region) in ram.memory().iter().enumerate() {
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping owned by `ram`, which the
+        // caller keeps alive as long as the VM (the runtime holds both).
+        unsafe { fd.set_user_memory_region(r) }.map_err(VmError::Memory)?;
+    }
+    Ok(())
 }
 
 /// An interrupt line backed by an irqfd.
@@ -235,10 +255,9 @@ mod tests {
 
     #[test]
     fn vm_with_irqchip_and_memory_can_be_created() {
-        let vm = KvmVm::new(None).unwrap();
-        assert!(vm.max_vcpus() >= 1);
         let ram = GuestRam::new(32 << 20).unwrap();
-        vm.map_memory(&ram).unwrap();
+        let vm = KvmVm::new(None, &ram).unwrap();
+        assert!(vm.max_vcpus() >= 1);
         let line = vm.irq_line(4).unwrap();
         assert_eq!(line.gsi(), 4);
         devices::bus::Interrupt::trigger(&*line);

@@ -324,7 +324,12 @@ impl Vm {
             return Err(Error::DisksUnsupported);
         }
         vcpu::install_kick_handler()?;
-        let kvm = KvmVm::new(None)?;
+        let mut marks: Vec<(&str, u128)> = Vec::with_capacity(8);
+        let mut mark = |what| marks.push((what, t0.elapsed().as_micros()));
+        let ram = GuestRam::new(cfg.memory)?;
+        mark("memfd");
+        let kvm = KvmVm::new(None, &ram)?;
+        mark("kvm");
         let max = kvm.max_vcpus().min(acpi::MAX_VCPUS as usize).min(255);
         if cfg.vcpus == 0 || usize::from(cfg.vcpus) > max {
             return Err(Error::Vcpus {
@@ -332,8 +337,6 @@ impl Vm {
                 max,
             });
         }
-        let ram = GuestRam::new(cfg.memory)?;
-        kvm.map_memory(&ram)?;
 
         let (console_out, console_in) = console_fds(cfg.console)?;
         let drained = EventFd::new(EFD_NONBLOCK).map_err(Error::Start)?;
@@ -356,7 +359,9 @@ impl Vm {
                 power: Arc::new(PowerSink(power_target.clone())),
             },
         )?;
+        mark("devices");
         let rsdp = acpi::create_tables(ram.memory(), &AcpiLayout::new(u32::from(cfg.vcpus)))?;
+        mark("acpi");
 
         let mut kernel = cfg.kernel;
         let mut initrd = cfg.initrd;
@@ -372,6 +377,7 @@ impl Vm {
         )?;
         tracing::debug!("{}: kernel loaded, entry {entry:x?}", cfg.name);
 
+        mark("kernel");
         let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
         let mut vcpu_tx = Vec::with_capacity(usize::from(cfg.vcpus));
         for i in 0..cfg.vcpus {
@@ -386,6 +392,7 @@ impl Vm {
             vcpus.push((v, rx));
             vcpu_tx.push(tx);
         }
+        mark("vcpus");
         let (outcome_tx, outcome_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             name: cfg.name,
@@ -397,7 +404,7 @@ impl Vm {
         });
         *power_target.lock().unwrap_or_else(|e| e.into_inner()) = Some(shared.clone());
         tracing::debug!(
-            "{}: built in {} us ({} MiB, {} vCPUs)",
+            "{}: built in {} us ({} MiB, {} vCPUs; stages at us: {marks:?})",
             shared.name,
             t0.elapsed().as_micros(),
             ram.size() >> 20,
