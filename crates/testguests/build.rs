@@ -14,6 +14,8 @@ const LONG: &[&str] = &[
     "cpus",
     "idle",
     "badio",
+    "echo",
+    "ticker",
 ];
 
 fn run(cmd: &mut Command) {

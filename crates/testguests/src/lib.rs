@@ -16,6 +16,8 @@
 //! | `CPUS`       | 64-bit| counts MADT local APICs, starts APs with INIT/SIPI, prints `CPUS=n ONLINE=m` | power off |
 //! | `IDLE`       | 64-bit| prints `IDLE-READY`, `sti; hlt` until the power button's SCI, prints `POWER-BUTTON` | power off |
 //! | `BADIO`      | 64-bit| unclaimed ports/MMIO, odd CMOS/PM accesses, prints `BADIO-SURVIVED` | power off |
+//! | `ECHO`       | 64-bit| prints `ECHO-READY`, echoes COM1 input until `q`      | power off |
+//! | `TICKER`     | 64-bit| prints `TICK-READY`, then `.` forever                 | none (pause/resume, terminate) |
 
 macro_rules! guest {
     ($konst:ident, $file:literal) => {
@@ -33,6 +35,8 @@ guest!(INT3, "int3");
 guest!(CPUS, "cpus");
 guest!(IDLE, "idle");
 guest!(BADIO, "badio");
+guest!(ECHO, "echo");
+guest!(TICKER, "ticker");
 
 /// Every guest, by name, for tools that list them.
 pub const ALL: &[(&str, &str)] = &[
@@ -45,6 +49,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("cpus", CPUS),
     ("idle", IDLE),
     ("badio", BADIO),
+    ("echo", ECHO),
+    ("ticker", TICKER),
 ];
 
 #[cfg(test)]
