@@ -4,14 +4,21 @@
 //!
 //! The control process gets both: it only relays packets between sockets
 //! it already holds, so it may call a handful of system calls and open no
-//! file at all. vmm and vm are confined by their unprivileged user and
-//! no_new_privs; their filters must cover everything the VM runtime does
-//! (filters are inherited across exec), so they come with the runtime's
-//! own list.
+//! file at all. vmm and the vm processes it starts (filters and rulesets
+//! are inherited across exec) may run a VM: their Landlock ruleset allows
+//! executing the daemon's binary with its libraries and opening
+//! `/dev/kvm`, nothing else; their seccomp filter refuses, with `EPERM`,
+//! the system calls no VMM needs (mounts, modules, ptrace, bpf, namespaces,
+//! clocks, keyrings ...).
 
 use std::collections::BTreeMap;
 
-use landlock::{Access, AccessFs, Ruleset, RulesetAttr, RulesetStatus, ABI};
+use std::path::Path;
+
+use landlock::{
+    path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    ABI,
+};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 
 /// Why a child could not be confined.
@@ -73,6 +80,70 @@ const CONTROL_SYSCALLS: &[(i64, &str)] = &[
     (libc::SYS_exit_group, "end of the process"),
 ];
 
+/// System calls refused to vmm and the vm processes, each with why no
+/// VMM needs it.
+const VMM_DENIED: &[(i64, &str)] = &[
+    (libc::SYS_mount, "file systems are the host's business"),
+    (libc::SYS_umount2, "file systems are the host's business"),
+    (libc::SYS_pivot_root, "file systems are the host's business"),
+    (libc::SYS_chroot, "file systems are the host's business"),
+    (libc::SYS_swapon, "swap is the host's business"),
+    (libc::SYS_swapoff, "swap is the host's business"),
+    (libc::SYS_ptrace, "no debugging of other processes"),
+    (
+        libc::SYS_process_vm_readv,
+        "no access to other processes' memory",
+    ),
+    (
+        libc::SYS_process_vm_writev,
+        "no access to other processes' memory",
+    ),
+    (libc::SYS_kexec_load, "no new kernel"),
+    (libc::SYS_kexec_file_load, "no new kernel"),
+    (libc::SYS_init_module, "no kernel modules"),
+    (libc::SYS_finit_module, "no kernel modules"),
+    (libc::SYS_delete_module, "no kernel modules"),
+    (libc::SYS_bpf, "no BPF programs"),
+    (libc::SYS_perf_event_open, "no performance counters"),
+    (libc::SYS_keyctl, "no kernel keyrings"),
+    (libc::SYS_add_key, "no kernel keyrings"),
+    (libc::SYS_request_key, "no kernel keyrings"),
+    (libc::SYS_unshare, "no new namespaces"),
+    (libc::SYS_setns, "no joining namespaces"),
+    (libc::SYS_reboot, "the host is not ours to reboot"),
+    (libc::SYS_settimeofday, "the host clock is not ours"),
+    (libc::SYS_clock_settime, "the host clock is not ours"),
+    (libc::SYS_clock_adjtime, "the host clock is not ours"),
+    (libc::SYS_adjtimex, "the host clock is not ours"),
+    (libc::SYS_acct, "no process accounting"),
+    (libc::SYS_quotactl, "no disk quotas"),
+    (libc::SYS_syslog, "no kernel log"),
+    (libc::SYS_iopl, "no host I/O ports"),
+    (libc::SYS_ioperm, "no host I/O ports"),
+    (libc::SYS_open_by_handle_at, "no opening files by handle"),
+    (libc::SYS_name_to_handle_at, "no file handles"),
+    (libc::SYS_userfaultfd, "no user page fault handling"),
+    (libc::SYS_fanotify_init, "no file system monitoring"),
+    (libc::SYS_vhangup, "no terminal hang-ups"),
+    (libc::SYS_personality, "no execution domains"),
+];
+
+/// Read-only (and executable) places a re-executed vmd needs: its shared
+/// libraries and the loader's cache, process and CPU information.
+const VMM_READ: &[&str] = &[
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/etc/ld.so.cache",
+    "/proc",
+    "/sys/devices/system/cpu",
+    "/sys/fs/cgroup",
+];
+
+/// Devices vmm and the vm processes open read-write.
+const VMM_DEVICES: &[&str] = &["/dev/kvm", "/dev/null"];
+
 /// Loads a seccomp filter that allows `syscalls` and kills the process on
 /// anything else.
 fn allow_only(syscalls: &[(i64, &str)]) -> Result<(), SandboxError> {
@@ -87,6 +158,49 @@ fn allow_only(syscalls: &[(i64, &str)]) -> Result<(), SandboxError> {
     let program: BpfProgram = filter.try_into()?;
     seccompiler::apply_filter(&program)?;
     Ok(())
+}
+
+/// Loads a seccomp filter that refuses `syscalls` with `EPERM` and allows
+/// the rest.
+fn refuse(syscalls: &[(i64, &str)]) -> Result<(), SandboxError> {
+    let rules: BTreeMap<i64, Vec<SeccompRule>> =
+        syscalls.iter().map(|&(nr, _)| (nr, Vec::new())).collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )?;
+    let program: BpfProgram = filter.try_into()?;
+    seccompiler::apply_filter(&program)?;
+    Ok(())
+}
+
+fn existing<'a>(paths: &'a [&'a str]) -> impl Iterator<Item = &'a str> {
+    paths.iter().copied().filter(|p| Path::new(p).exists())
+}
+
+/// Confines vmm and, by inheritance, every vm process it starts: the file
+/// system shrinks to `exe` (the daemon's binary, to re-execute),
+/// [`VMM_READ`] and [`VMM_DEVICES`]; the system calls of [`VMM_DENIED`]
+/// fail with `EPERM`. Returns whether Landlock is enforced.
+pub fn confine_vmm(exe: &Path) -> Result<bool, SandboxError> {
+    let abi = ABI::V2;
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))?
+        .create()?
+        .add_rules(path_beneath_rules(
+            existing(VMM_READ),
+            AccessFs::from_read(abi),
+        ))?
+        .add_rules(path_beneath_rules([exe], AccessFs::from_read(abi)))?
+        .add_rules(path_beneath_rules(
+            existing(VMM_DEVICES),
+            AccessFs::ReadFile | AccessFs::WriteFile,
+        ))?
+        .restrict_self()?;
+    refuse(VMM_DENIED)?;
+    Ok(status.ruleset != RulesetStatus::NotEnforced)
 }
 
 /// Forbids every file-system access from now on (Landlock), where the
@@ -121,6 +235,68 @@ mod tests {
         }
         assert!(!seen.contains(&libc::SYS_openat));
         assert!(!seen.contains(&libc::SYS_execve));
+        let mut denied = std::collections::BTreeSet::new();
+        for (nr, why) in VMM_DENIED {
+            assert!(!why.is_empty());
+            assert!(denied.insert(nr), "syscall {nr} denied twice");
+        }
+        // What a VMM cannot do without.
+        for needed in [
+            libc::SYS_ioctl,
+            libc::SYS_execve,
+            libc::SYS_clone,
+            libc::SYS_mmap,
+        ] {
+            assert!(!denied.contains(&needed));
+        }
+    }
+
+    /// Runs inside a child (see below): confines itself as vmm and reports
+    /// what it can still open.
+    #[test]
+    fn landlock_probe_child() {
+        if std::env::var_os("PRIVSEP_LANDLOCK_PROBE").is_none() {
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let enforced = confine_vmm(&exe).unwrap();
+        let open = |p: &str| std::fs::File::open(p).is_ok();
+        println!(
+            "PROBE enforced={enforced} passwd={} null={} exe={}",
+            open("/etc/passwd"),
+            open("/dev/null"),
+            open(exe.to_str().unwrap())
+        );
+        // A denied system call fails with EPERM instead of running.
+        // SAFETY: unshare with flags 0 changes nothing even if allowed.
+        let r = unsafe { libc::unshare(0) };
+        println!(
+            "PROBE unshare={}",
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0) * (r == -1) as i32
+        );
+    }
+
+    #[test]
+    fn vmm_confinement_hides_the_file_system() {
+        // Confining is irreversible: do it in a fresh process running the
+        // probe above.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sandbox::tests::landlock_probe_child",
+                "--nocapture",
+            ])
+            .env("PRIVSEP_LANDLOCK_PROBE", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("PROBE unshare={}", libc::EPERM)),
+            "{text}"
+        );
+        if text.contains("enforced=true") {
+            assert!(text.contains("passwd=false null=true exe=true"), "{text}");
+        }
     }
 
     #[test]

@@ -20,8 +20,12 @@ pub fn run_child(role: Role, args: &Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Role::Vmm => {
+            let exe = std::fs::read_link("/proc/self/exe")?;
             let user = privsep::drop_privileges()?;
             tracing::debug!("vmm: running as {}", user.name);
+            if !privsep::sandbox::confine_vmm(&exe)? {
+                tracing::debug!("vmm: Landlock is not available on this kernel");
+            }
             crate::vmm::Vmm::new(chan, args.child_flags())?.run()?;
             Ok(0)
         }

@@ -116,7 +116,13 @@ fn start_status_and_graceful_stop_of_a_config_vm() {
     assert_eq!(r.tty.as_deref(), Some(tty.as_str()));
     assert_eq!(r.cur_mem, 32 << 20);
     let pid = r.pid.expect("a running VM has a pid");
+    // The vm process runs unprivileged like vmm, under vmm's seccomp
+    // filter, with no_new_privs.
     assert_eq!(common::uid_of(pid), common::uid_of(d.children()[0].0));
+    assert_ne!(common::uid_of(pid), 0);
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(st.lines().any(|l| l == "Seccomp:\t2"), "{st}");
+    assert!(st.lines().any(|l| l == "NoNewPrivs:\t1"), "{st}");
     read_console(&tty, "IDLE-READY", 1);
 
     // Starting it again is refused: it runs.
