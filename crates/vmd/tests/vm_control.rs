@@ -110,12 +110,18 @@ fn terminate_ends_a_paused_vm() {
 }
 
 #[test]
-fn guest_power_off_is_the_outcome_and_the_console_gets_the_output() {
+fn guest_power_off_is_the_outcome_with_a_kvm_fd_passed_in() {
     if !kvm_available() {
         return;
     }
     let (mut ours, theirs) = UnixStream::pair().unwrap();
-    let (vm, _handle) = Vm::new(config(testguests::HELLO, theirs)).expect("build VM");
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .unwrap();
+    let (vm, _handle) =
+        Vm::new_with_kvm(config(testguests::HELLO, theirs), Some(kvm.into())).expect("build VM");
     assert_eq!(vm.run(), VmOutcome::PowerOff);
     assert_eq!(read_at_least(&mut ours, 10), b"HELLO-PVH\n");
 }

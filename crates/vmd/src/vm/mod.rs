@@ -288,6 +288,9 @@ pub struct Vm {
     outcome_rx: Receiver<VmOutcome>,
     console_in: Option<(OwnedFd, EventFd)>,
     platform: Platform,
+    // Clones of the buses, for the count of unclaimed accesses.
+    io_bus: Bus,
+    mmio_bus: Bus,
     // Kept alive as long as the vCPUs run: KVM maps this memory.
     _ram: GuestRam,
     _kvm: KvmVm,
@@ -319,6 +322,12 @@ fn console_fds(console: Console) -> Result<(Box<dyn std::io::Write + Send>, Owne
 impl Vm {
     /// Builds the VM described by `cfg`.
     pub fn new(cfg: VmConfig) -> Result<(Vm, VmHandle), Error> {
+        Self::new_with_kvm(cfg, None)
+    }
+
+    /// [`Vm::new`] with an already opened `/dev/kvm` (as vmm passes it, so
+    /// the `vm` process opens nothing); `None` opens `/dev/kvm`.
+    pub fn new_with_kvm(cfg: VmConfig, kvm_fd: Option<OwnedFd>) -> Result<(Vm, VmHandle), Error> {
         let t0 = Instant::now();
         if !cfg.disks.is_empty() {
             return Err(Error::DisksUnsupported);
@@ -328,7 +337,7 @@ impl Vm {
         let mut mark = |what| marks.push((what, t0.elapsed().as_micros()));
         let ram = GuestRam::new(cfg.memory)?;
         mark("memfd");
-        let kvm = KvmVm::new(None, &ram)?;
+        let kvm = KvmVm::new(kvm_fd, &ram)?;
         mark("kvm");
         let max = kvm.max_vcpus().min(acpi::MAX_VCPUS as usize).min(255);
         if cfg.vcpus == 0 || usize::from(cfg.vcpus) > max {
@@ -420,6 +429,8 @@ impl Vm {
                 outcome_rx,
                 console_in: Some((console_in, drained)),
                 platform,
+                io_bus: io,
+                mmio_bus: mmio,
                 _ram: ram,
                 _kvm: kvm,
             },
@@ -484,6 +495,12 @@ impl Vm {
             VmOutcome::Failed(why) => tracing::error!("{}: {why}", self.shared.name),
             o => tracing::info!("{}: ended: {o:?}", self.shared.name),
         }
+        tracing::debug!(
+            "{}: {} port and {} MMIO accesses hit no device",
+            self.shared.name,
+            self.io_bus.unhandled(),
+            self.mmio_bus.unhandled()
+        );
         outcome
     }
 }
