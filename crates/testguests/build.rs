@@ -16,6 +16,7 @@ const LONG: &[&str] = &[
     "badio",
     "echo",
     "ticker",
+    "mem",
 ];
 
 fn run(cmd: &mut Command) {

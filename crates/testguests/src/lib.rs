@@ -17,6 +17,7 @@
 //! | `IDLE`       | 64-bit| prints `IDLE-READY`, `sti; hlt` until the power button's SCI, prints `POWER-BUTTON` | power off |
 //! | `BADIO`      | 64-bit| unclaimed ports/MMIO, odd CMOS/PM accesses, prints `BADIO-SURVIVED` | power off |
 //! | `ECHO`       | 64-bit| prints `ECHO-READY`, echoes COM1 input until `q`      | power off |
+//! | `MEM`        | 64-bit| sums the zero page's E820 map, prints `E820-RAM-KB=n TOP-KB=m` | power off |
 //! | `TICKER`     | 64-bit| prints `TICK-READY`, then `.` forever                 | none (pause/resume, terminate) |
 
 macro_rules! guest {
@@ -37,6 +38,7 @@ guest!(IDLE, "idle");
 guest!(BADIO, "badio");
 guest!(ECHO, "echo");
 guest!(TICKER, "ticker");
+guest!(MEM, "mem");
 
 /// Every guest, by name, for tools that list them.
 pub const ALL: &[(&str, &str)] = &[
@@ -51,6 +53,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("badio", BADIO),
     ("echo", ECHO),
     ("ticker", TICKER),
+    ("mem", MEM),
 ];
 
 #[cfg(test)]

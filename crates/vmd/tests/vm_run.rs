@@ -343,3 +343,28 @@ fn console_input_larger_than_the_uart_fifo_arrives_whole_and_in_order() {
     assert_eq!(rest, format!("{text}q\n"));
     assert_eq!(child.wait().expect("wait").code(), Some(0));
 }
+
+#[test]
+fn e820_map_has_the_low_hole_and_puts_ram_above_4g_for_big_guests() {
+    if !kvm_available() {
+        return;
+    }
+    // 64 MiB: everything below 4 GiB, minus the 640 KiB-1 MiB hole.
+    let o = vm_run(&["-m", "64M", "-b", testguests::MEM]);
+    assert_eq!(
+        stdout(&o),
+        "E820-RAM-KB=65152 TOP-KB=65536\n",
+        "stderr: {}",
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(0));
+    // 5 GiB: 3 GiB below the PCI hole, 2 GiB from 4 GiB up (memory is lazy).
+    let o = vm_run(&["-m", "5G", "-b", testguests::MEM]);
+    assert_eq!(
+        stdout(&o),
+        format!("E820-RAM-KB={} TOP-KB={}\n", (5 << 20) - 384, 6 << 20),
+        "stderr: {}",
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(0));
+}
