@@ -6,8 +6,8 @@
 //! it already holds, so it may call a handful of system calls and open no
 //! file at all. vmm and the vm processes it starts (filters and rulesets
 //! are inherited across exec) may run a VM: their Landlock ruleset allows
-//! executing the daemon's binary with its libraries and opening
-//! `/dev/kvm`, nothing else; their seccomp filter refuses, with `EPERM`,
+//! executing the daemon's binary with its libraries, nothing else (even
+//! `/dev/kvm` comes from the parent as a descriptor); their seccomp filter refuses, with `EPERM`,
 //! the system calls no VMM needs (mounts, modules, ptrace, bpf, namespaces,
 //! clocks, keyrings ...).
 
@@ -141,8 +141,10 @@ const VMM_READ: &[&str] = &[
     "/sys/fs/cgroup",
 ];
 
-/// Devices vmm and the vm processes open read-write.
-const VMM_DEVICES: &[&str] = &["/dev/kvm", "/dev/null"];
+/// Devices vmm and the vm processes open read-write: only `/dev/null`
+/// (the standard input of a vm process); `/dev/kvm` comes from the parent
+/// as a descriptor.
+const VMM_DEVICES: &[&str] = &["/dev/null"];
 
 /// Loads a seccomp filter that allows `syscalls` and kills the process on
 /// anything else.

@@ -1,6 +1,7 @@
 //! Entry points of the re-executed children (the `run` functions of vmd's
 //! `proc.c` table): each takes its inherited descriptors, drops its
-//! privileges and enters its loop.
+//! privileges and enters its loop. Descriptor 3 is the channel to the
+//! parent; 4 is the listening socket (control) or `/dev/kvm` (vmm, vm).
 
 use privsep::exec::{inherited, parent_channel, FIRST_EXTRA_FD};
 use privsep::{Listener, Role};
@@ -20,13 +21,14 @@ pub fn run_child(role: Role, args: &Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Role::Vmm => {
+            let kvm = inherited(FIRST_EXTRA_FD)?;
             let exe = std::fs::read_link("/proc/self/exe")?;
             let user = privsep::drop_privileges()?;
             tracing::debug!("vmm: running as {}", user.name);
             if !privsep::sandbox::confine_vmm(&exe)? {
                 tracing::debug!("vmm: Landlock is not available on this kernel");
             }
-            crate::vmm::Vmm::new(chan, args.child_flags())?.run()?;
+            crate::vmm::Vmm::new(chan, kvm, args.child_flags())?.run()?;
             Ok(0)
         }
         Role::Vm => {
@@ -35,7 +37,8 @@ pub fn run_child(role: Role, args: &Args) -> anyhow::Result<i32> {
                 privsep::drop_privileges()?;
             }
             privsep::user::set_no_new_privs()?;
-            Ok(crate::vm_proc::main(chan)?)
+            let kvm = inherited(FIRST_EXTRA_FD)?;
+            Ok(crate::vm_proc::main(chan, kvm)?)
         }
     }
 }

@@ -69,7 +69,8 @@ fn errno_of(err: &crate::vm::Error) -> i32 {
 }
 
 /// Runs the vm role: returns the process's exit status.
-pub fn main(mut chan: Channel) -> Result<i32, VmProcError> {
+/// `kvm` is `/dev/kvm`, as the parent opened it.
+pub fn main(mut chan: Channel, kvm: OwnedFd) -> Result<i32, VmProcError> {
     let (msg, fds) = chan.recv::<VmmToVm>().map_err(VmProcError::Start)?;
     let VmmToVm::Start(spec) = msg else {
         return Err(VmProcError::NotStart);
@@ -78,7 +79,7 @@ pub fn main(mut chan: Channel) -> Result<i32, VmProcError> {
         let _ = chan.send(&VmToVmm::Failed { code: libc::EINVAL }, &[]);
         return Err(VmProcError::NotStart);
     };
-    let (vm, handle) = match Vm::new(cfg) {
+    let (vm, handle) = match Vm::new_with_kvm(cfg, Some(kvm)) {
         Ok(v) => v,
         Err(e) => {
             let _ = chan.send(&VmToVmm::Failed { code: errno_of(&e) }, &[]);

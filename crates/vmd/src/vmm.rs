@@ -50,15 +50,21 @@ struct VmProc {
 /// The vmm process's state.
 pub struct Vmm {
     parent: Channel,
+    /// `/dev/kvm`, opened by the parent, handed to every vm process.
+    kvm: OwnedFd,
     sigchld: SignalFd,
     vms: BTreeMap<i32, VmProc>,
     child_flags: Vec<OsString>,
 }
 
 impl Vmm {
-    /// A vmm process with its channel to the parent; `child_flags` are
-    /// passed on to every `vm` process (`-d`, `-v`).
-    pub fn new(parent: Channel, child_flags: Vec<OsString>) -> Result<Self, VmmError> {
+    /// A vmm process with its channel to the parent and `/dev/kvm`;
+    /// `child_flags` are passed on to every `vm` process (`-d`, `-v`).
+    pub fn new(
+        parent: Channel,
+        kvm: OwnedFd,
+        child_flags: Vec<OsString>,
+    ) -> Result<Self, VmmError> {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGCHLD);
         mask.thread_block().map_err(VmmError::Signals)?;
@@ -66,6 +72,7 @@ impl Vmm {
             .map_err(VmmError::Signals)?;
         Ok(Vmm {
             parent,
+            kvm,
             sigchld,
             vms: BTreeMap::new(),
             child_flags,
@@ -188,7 +195,7 @@ impl Vmm {
             });
             return;
         }
-        let child = match privsep::exec::spawn(Role::Vm, &self.child_flags, &[]) {
+        let child = match privsep::exec::spawn(Role::Vm, &self.child_flags, &[self.kvm.as_fd()]) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("{}: could not start the vm process: {e}", spec.name);

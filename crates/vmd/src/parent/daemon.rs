@@ -35,6 +35,9 @@ pub enum DaemonError {
     /// The control socket's owner or mode could not be set
     #[error("could not set owner and mode of {0}")]
     SocketOwner(PathBuf, #[source] std::io::Error),
+    /// /dev/kvm could not be opened
+    #[error("could not open /dev/kvm")]
+    Kvm(#[source] std::io::Error),
     /// A child process could not be started
     #[error("could not start the {0} process")]
     Spawn(&'static str, #[source] privsep::ExecError),
@@ -134,12 +137,19 @@ impl Parent {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(DaemonError::Signals)?;
 
+        // Only the parent opens /dev/kvm (vmd opens /dev/vmm the same way):
+        // vmm holds it and hands it to each vm process.
+        let kvm = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .map_err(DaemonError::Kvm)?;
         let listener = bind_socket(&args.socket, config.global.socket_owner.as_ref())?;
         let flags = args.child_flags();
         let control = privsep::exec::spawn(Role::Control, &flags, &[listener.as_fd()])
             .map_err(|e| DaemonError::Spawn("control", e))?;
         drop(listener);
-        let vmm = match privsep::exec::spawn(Role::Vmm, &flags, &[]) {
+        let vmm = match privsep::exec::spawn(Role::Vmm, &flags, &[kvm.as_fd()]) {
             Ok(v) => v,
             Err(e) => {
                 let _ = kill(control.pid, Signal::SIGTERM);
@@ -147,6 +157,7 @@ impl Parent {
                 return Err(DaemonError::Spawn("vmm", e));
             }
         };
+        drop(kvm);
         let mut parent = Parent {
             args,
             registry: Registry::new(HostLimits::detect()),
