@@ -323,3 +323,46 @@ fn configtest_matches_the_vmconf_golden_files() {
         assert_eq!(out.status.code(), Some(if ok { 0 } else { 1 }), "{name}");
     }
 }
+
+#[test]
+fn socket_owner_lets_a_group_in() {
+    if !is_root() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let user = TestUser::create("g");
+    let d = Daemon::start(&format!("socket owner :{}\n", user.name));
+    let meta = std::fs::metadata(&d.sock).unwrap();
+    assert_eq!(meta.gid(), user.gid);
+    assert_eq!(meta.uid(), 0);
+    // No chmod: the group's 0660 is what lets the user in.
+    assert_eq!(
+        user.request(&d.sock, &Request::Status { target: None }),
+        Response::VmInfo(vec![])
+    );
+}
+
+#[test]
+fn root_sets_the_log_level() {
+    if !is_root() {
+        return;
+    }
+    let d = Daemon::start("");
+    assert_eq!(
+        d.request(&Request::Log(proto::LogLevel::Brief)),
+        Response::Ok
+    );
+    // Brief: the per-request debug line is no longer logged.
+    let before = d.log().matches("request status from uid 0").count();
+    let _ = status(&d);
+    assert_eq!(d.log().matches("request status from uid 0").count(), before);
+    assert_eq!(
+        d.request(&Request::Log(proto::LogLevel::Verbose)),
+        Response::Ok
+    );
+    let _ = status(&d);
+    assert_eq!(
+        d.log().matches("request status from uid 0").count(),
+        before + 1
+    );
+}
