@@ -6,7 +6,8 @@
 # Variables:
 #   ROOT      the project root
 #   GUEST     target/guest (vmlinux, vmlinuz, initramfs.cpio.gz, disks)
-#   BIN       the release binaries (vmd, vmctl, vm-run), $VMD_BIN if set
+#   BIN       the release binaries (vmd, vmctl, vm-run): $VMD_BIN if set,
+#             else $CARGO_TARGET_DIR/release or target/release
 #   SCENARIO  the scenario's name (its file name without .sh)
 #   LOGS      a directory for this scenario's logs (L2 consoles ...); printed
 #             when the scenario fails, and brought back to the host
@@ -17,7 +18,7 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 GUEST=$ROOT/target/guest
-BIN=${VMD_BIN:-$ROOT/target/release}
+BIN=${VMD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 SCENARIO=${SCENARIO:-$(basename "$0" .sh)}
 LOGS=${LOGS:-$ROOT/target/nested/logs/$SCENARIO}
 mkdir -p "$LOGS"
@@ -85,6 +86,18 @@ qemu_l2() {
     start_bg "$logfile" qemu-system-x86_64 -accel kvm -cpu host -M q35 -smp 1 -m 256M \
         -nodefaults -no-reboot -display none -serial stdio -monitor none \
         -kernel "$GUEST/vmlinux" -initrd "$GUEST/initramfs.cpio.gz" "$@"
+}
+
+# vmrun_l2 LOGFILE [VM-RUN ARGS...]: starts our $BIN/vm-run on the test
+# guest in the background (1 vCPU, 256 MiB, PVH vmlinux + initramfs, console
+# on LOGFILE), with the extra arguments given (e.g. -k "$(guest_cmdline
+# cpus,poweroff)", -C 2, -d disk; later flags override earlier ones). Skips
+# the scenario if vm-run is not built. Sets BG_PID.
+vmrun_l2() {
+    local logfile=$1
+    shift
+    need_bin vm-run
+    start_bg "$logfile" "$BIN/vm-run" -m 256M -C 1 -b "$GUEST/vmlinux" -I "$GUEST/initramfs.cpio.gz" "$@"
 }
 
 # wait_for_marker FILE MARKER TIMEOUT: waits until a line of FILE contains
