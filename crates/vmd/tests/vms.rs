@@ -335,7 +335,7 @@ fn one_user_cannot_touch_anothers_vm_console_or_files() {
     std::fs::copy(testguests::IDLE, &secret).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let conf = format!(
-        "{}vm \"tpl\" {{\n disable\n boot \"{}\"\n memory 32M\n allow instance {{ boot }}\n \
+        "{}vm \"tpl\" {{\n disable\n boot \"{}\"\n memory 32M\n allow instance {{ boot, disk }}\n \
          allow instance {{ owner {} }}\n}}\n",
         vm_conf("avm", &idle, &format!(" owner {}\n", alice.name)),
         idle.display(),
@@ -396,6 +396,30 @@ fn one_user_cannot_touch_anothers_vm_console_or_files() {
     };
     assert_eq!(bob.request(&d.sock, &instance("bsec", &secret)), eperm);
     assert_eq!(row(&d, "bsec"), None);
+    // Nor a disk he may not write.
+    let disk = d.dir.path().join("root-only.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut c = vmconf::VmConf::new("bdisk");
+    c.instance_of = Some("tpl".into());
+    c.disks = vec![vmconf::DiskConf {
+        path: disk.clone(),
+        format: vmconf::DiskFormat::Raw,
+    }];
+    let req = Request::Start(StartRequest { conf: Box::new(c) });
+    assert_eq!(bob.request(&d.sock, &req), eperm);
+    assert_eq!(row(&d, "bdisk"), None);
+    // The same disk made writable for him passes the check (and gets as
+    // far as the runtime, which has no disks yet: not EPERM).
+    nix::unistd::chown(&disk, Some(bob.uid.into()), None).unwrap();
+    let mut c = vmconf::VmConf::new("bdisk");
+    c.instance_of = Some("tpl".into());
+    c.disks = vec![vmconf::DiskConf {
+        path: disk.clone(),
+        format: vmconf::DiskFormat::Raw,
+    }];
+    let req = Request::Start(StartRequest { conf: Box::new(c) });
+    assert_ne!(bob.request(&d.sock, &req), eperm);
     match bob.request(&d.sock, &instance("bok", &idle)) {
         Response::StartOk { tty, .. } => {
             assert_eq!(std::fs::metadata(&tty).unwrap().uid(), bob.uid)
