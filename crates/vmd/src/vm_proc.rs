@@ -162,3 +162,58 @@ fn settled(op: impl Fn() -> Result<(), crate::vm::Error>) -> i32 {
     }
     libc::EINVAL
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    fn file(text: &str) -> OwnedFd {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f.rewind().unwrap();
+        f.into()
+    }
+
+    fn spec(initrd: bool, disks: u8, cdrom: bool) -> VmSpec {
+        VmSpec {
+            id: 1,
+            name: "t".into(),
+            memory: 32 << 20,
+            vcpus: 2,
+            cmdline: "console=ttyS0".into(),
+            initrd,
+            disks,
+            cdrom,
+        }
+    }
+
+    fn text(mut f: &File) -> String {
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn descriptors_map_to_tty_kernel_initrd_disks_in_order() {
+        let fds = ["tty", "kernel", "initrd", "d0", "d1", "cd"]
+            .into_iter()
+            .map(file)
+            .collect();
+        let cfg = config_from(&spec(true, 2, true), fds).unwrap();
+        assert_eq!(text(&cfg.kernel), "kernel");
+        assert_eq!(text(cfg.initrd.as_ref().unwrap()), "initrd");
+        let disks: Vec<String> = cfg.disks.iter().map(text).collect();
+        assert_eq!(disks, ["d0", "d1"]);
+        assert_eq!((cfg.memory, cfg.vcpus), (32 << 20, 2));
+        assert!(matches!(cfg.console, Console::Fd(_)));
+    }
+
+    #[test]
+    fn a_wrong_number_of_descriptors_is_refused() {
+        let fds = ["tty", "kernel"].into_iter().map(file).collect();
+        assert!(config_from(&spec(true, 0, false), fds).is_none());
+        let fds = ["tty", "kernel", "extra"].into_iter().map(file).collect();
+        assert!(config_from(&spec(false, 0, false), fds).is_none());
+    }
+}
