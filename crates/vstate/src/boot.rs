@@ -696,6 +696,98 @@ mod tests {
         );
     }
 
+    /// A minimal bzImage: 4 setup sectors with a 2.15 header, then `payload`.
+    fn bzimage(xloadflags: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; 5 * 512];
+        v[0x1f1] = 4; // setup_sects
+        v[0x1fe..0x200].copy_from_slice(&BOOT_FLAG_MAGIC.to_le_bytes());
+        v[0x202..0x206].copy_from_slice(&BZ_HDR_MAGIC.to_le_bytes());
+        v[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes()); // version
+        v[0x211] = 1; // loadflags: LOADED_HIGH
+        v[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes()); // code32_start
+        v[0x22c..0x230].copy_from_slice(&0x37ff_ffffu32.to_le_bytes()); // initrd_addr_max
+        v[0x236..0x238].copy_from_slice(&xloadflags.to_le_bytes());
+        v[0x238..0x23c].copy_from_slice(&100u32.to_le_bytes()); // cmdline_size
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn bzimage_enters_at_the_64bit_entry_with_its_own_header_limits() {
+        let ram = ram();
+        let mut k = file(&bzimage(XLF_KERNEL_64, &[0x90; 1024]));
+        let mut initrd = file(&[7; 3000]);
+        let e = load(
+            ram.memory(),
+            ram.size(),
+            BootSpec {
+                kernel: &mut k,
+                initrd: Some(&mut initrd),
+                cmdline: "quiet",
+                rsdp: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            BootEntry::Linux64 {
+                entry: 0x10_0200,
+                zero_page: ZERO_PAGE_START
+            }
+        );
+        let b: u8 = ram.memory().read_obj(GuestAddress(0x10_0000)).unwrap();
+        assert_eq!(b, 0x90, "payload after the setup sectors loads at 1 MiB");
+        let p: boot_params = ram
+            .memory()
+            .read_obj(GuestAddress(ZERO_PAGE_START))
+            .unwrap();
+        let (version, loader, size, image) = (
+            p.hdr.version,
+            p.hdr.type_of_loader,
+            p.hdr.ramdisk_size,
+            p.hdr.ramdisk_image,
+        );
+        assert_eq!((version, loader, size), (0x020f, 0xff, 3000));
+        assert!(image >= 0x10_0000 + 1024 && u64::from(image) + 3000 <= 64 << 20);
+
+        // The header's cmdline_size (100) is the limit, not 2048.
+        let mut k = file(&bzimage(XLF_KERNEL_64, &[0x90; 16]));
+        let long = "y".repeat(101);
+        let err = load(
+            ram.memory(),
+            ram.size(),
+            BootSpec {
+                kernel: &mut k,
+                initrd: None,
+                cmdline: &long,
+                rsdp: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kernel command line too long (101 bytes, at most 100)"
+        );
+    }
+
+    #[test]
+    fn bzimage_without_64bit_entry_is_refused() {
+        let ram = ram();
+        let mut k = file(&bzimage(0, &[0x90; 16]));
+        let err = load(
+            ram.memory(),
+            ram.size(),
+            BootSpec {
+                kernel: &mut k,
+                initrd: None,
+                cmdline: "",
+                rsdp: None,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, BootError::No64BitEntry));
+    }
+
     #[test]
     fn gzipped_elf_is_accepted() {
         let ram = ram();
