@@ -4,6 +4,7 @@
 # QEMU must exit by itself.
 # timeout: 120
 set -euo pipefail
+# shellcheck source=../lib.sh
 . "$(dirname "$0")/../lib.sh"
 
 console=$LOGS/l2-console.log
@@ -16,5 +17,7 @@ cpus=$(marker_value "$console" GUEST-CPUS=)
 [ "$cpus" = 1 ] || fail "guest saw '$cpus' CPUs, expected 1"
 mem=$(marker_value "$console" GUEST-MEM-KB=)
 # 256 MiB minus what the kernel keeps for itself.
-[ "${mem:-0}" -gt 150000 ] && [ "$mem" -le 262144 ] || fail "guest memory '$mem' KiB is not about 256 MiB"
+if [ "${mem:-0}" -le 150000 ] || [ "$mem" -gt 262144 ]; then
+    fail "guest memory '$mem' KiB is not about 256 MiB"
+fi
 info "guest saw $cpus CPUs and $mem KiB"
