@@ -17,6 +17,7 @@ const LONG: &[&str] = &[
     "echo",
     "ticker",
     "mem",
+    "idle-ioapic",
 ];
 
 fn run(cmd: &mut Command) {

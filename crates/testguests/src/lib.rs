@@ -16,6 +16,7 @@
 //! | `CPUS`       | 64-bit| counts MADT local APICs, starts APs with INIT/SIPI, prints `CPUS=n ONLINE=m` | power off |
 //! | `IDLE`       | 64-bit| prints `IDLE-READY`, `sti; hlt` until the power button's SCI, prints `POWER-BUTTON` | power off |
 //! | `BADIO`      | 64-bit| unclaimed ports/MMIO, odd CMOS/PM accesses, prints `BADIO-SURVIVED` | power off |
+//! | `IDLE_IOAPIC`| 64-bit| as `IDLE`, the SCI through the IOAPIC (level) and LAPIC, prints `IOAPIC-READY` | power off |
 //! | `ECHO`       | 64-bit| prints `ECHO-READY`, echoes COM1 input until `q`      | power off |
 //! | `MEM`        | 64-bit| sums the zero page's E820 map, prints `E820-RAM-KB=n TOP-KB=m` | power off |
 //! | `TICKER`     | 64-bit| prints `TICK-READY`, then `.` forever                 | none (pause/resume, terminate) |
@@ -39,6 +40,7 @@ guest!(BADIO, "badio");
 guest!(ECHO, "echo");
 guest!(TICKER, "ticker");
 guest!(MEM, "mem");
+guest!(IDLE_IOAPIC, "idle-ioapic");
 
 /// Every guest, by name, for tools that list them.
 pub const ALL: &[(&str, &str)] = &[
@@ -54,6 +56,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("echo", ECHO),
     ("ticker", TICKER),
     ("mem", MEM),
+    ("idle-ioapic", IDLE_IOAPIC),
 ];
 
 #[cfg(test)]

@@ -163,8 +163,16 @@ fn guest_poking_bad_ports_and_mmio_survives_and_powers_off() {
 
 /// Starts the idle guest and waits for its ready marker.
 fn start_idle() -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    start_waiting(testguests::IDLE, "IDLE-READY\n")
+}
+
+/// Starts a guest that waits for the power button, and waits for `marker`.
+fn start_waiting(
+    guest: &str,
+    marker: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(VM_RUN)
-        .args(["-m", "64M", "-b", testguests::IDLE])
+        .args(["-m", "64M", "-b", guest])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -173,8 +181,23 @@ fn start_idle() -> (std::process::Child, BufReader<std::process::ChildStdout>) {
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("read marker");
-    assert_eq!(line, "IDLE-READY\n");
+    assert_eq!(line, marker);
     (child, out)
+}
+
+#[test]
+fn power_button_sci_reaches_a_guest_through_the_ioapic() {
+    if !kvm_available() {
+        return;
+    }
+    let (mut child, mut out) = start_waiting(testguests::IDLE_IOAPIC, "IOAPIC-READY\n");
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    assert_eq!(rest, "POWER-BUTTON\n");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

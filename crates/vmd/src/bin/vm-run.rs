@@ -5,8 +5,9 @@
 //!
 //! Exit status: the VM's outcome ([`vmd::vm::VmOutcome::exit_code`]: 0
 //! powered off or terminated, 11 (EAGAIN) rebooted, 1 failed), or 2 for bad
-//! flags or files. SIGTERM presses the ACPI power button (a second SIGTERM
-//! terminates); SIGINT, SIGHUP and SIGQUIT terminate the VM.
+//! flags or files. Each SIGTERM presses the ACPI power button (a graceful
+//! shutdown request, as `vmctl stop`); SIGINT, SIGHUP and SIGQUIT terminate
+//! the VM at once.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -132,15 +133,13 @@ fn block_signals() -> libc::sigset_t {
 }
 
 fn signal_thread(set: libc::sigset_t, handle: VmHandle) {
-    let mut pressed = false;
     loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `set` is an initialised sigset; `sig` is writable.
         if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
             return;
         }
-        if sig == libc::SIGTERM && !pressed {
-            pressed = true;
+        if sig == libc::SIGTERM {
             handle.power_button();
         } else {
             handle.terminate();
