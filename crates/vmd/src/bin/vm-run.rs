@@ -180,6 +180,24 @@ impl Drop for RawTerminal {
     }
 }
 
+/// Logs peak and current resident memory, split into anonymous (the VMM's
+/// own heap and stacks), file (the binary and libraries) and shared (guest
+/// RAM the guest touched) pages.
+fn log_memory_use() {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let fields: Vec<&str> = status
+        .lines()
+        .filter(|l| {
+            ["VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem"]
+                .iter()
+                .any(|k| l.starts_with(&format!("{k}:")))
+        })
+        .collect();
+    tracing::debug!("memory: {}", fields.join(", ").replace('\t', " "));
+}
+
 fn main() {
     let t0 = Instant::now();
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -251,6 +269,9 @@ fn main() {
         "VM ended {} us after start: {outcome:?}",
         t0.elapsed().as_micros()
     );
+    if args.verbose {
+        log_memory_use();
+    }
     std::process::exit(outcome.exit_code());
 }
 
