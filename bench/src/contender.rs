@@ -33,7 +33,8 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub struct Guest {
     pub kernel: PathBuf,
-    pub initrd: PathBuf,
+    /// No initrd when `None`.
+    pub initrd: Option<PathBuf>,
     pub cmdline: String,
     pub mem_mib: u64,
     pub cpus: u32,
@@ -65,7 +66,7 @@ impl Invocation {
 /// The command that boots `guest` with VMM `kind` found at `program`.
 pub fn invocation(kind: Kind, program: &Path, guest: &Guest) -> Invocation {
     let path = |p: &Path| p.display().to_string();
-    let args = match kind {
+    let mut args: Vec<String> = match kind {
         Kind::VmRun => vec![
             "-m".into(),
             format!("{}M", guest.mem_mib),
@@ -73,8 +74,6 @@ pub fn invocation(kind: Kind, program: &Path, guest: &Guest) -> Invocation {
             guest.cpus.to_string(),
             "-b".into(),
             path(&guest.kernel),
-            "-I".into(),
-            path(&guest.initrd),
             "-k".into(),
             guest.cmdline.clone(),
         ],
@@ -106,8 +105,6 @@ pub fn invocation(kind: Kind, program: &Path, guest: &Guest) -> Invocation {
                 "none",
                 "-kernel",
                 &path(&guest.kernel),
-                "-initrd",
-                &path(&guest.initrd),
                 "-append",
                 &guest.cmdline,
             ]
@@ -116,6 +113,10 @@ pub fn invocation(kind: Kind, program: &Path, guest: &Guest) -> Invocation {
             .collect()
         }
     };
+    if let Some(initrd) = &guest.initrd {
+        let flag = if kind == Kind::VmRun { "-I" } else { "-initrd" };
+        args.extend([flag.to_string(), path(initrd)]);
+    }
     Invocation {
         program: program.to_path_buf(),
         args,
@@ -148,7 +149,7 @@ mod tests {
     fn guest() -> Guest {
         Guest {
             kernel: "/g/vmlinux".into(),
-            initrd: "/g/initramfs.cpio.gz".into(),
+            initrd: Some("/g/initramfs.cpio.gz".into()),
             cmdline: "console=ttyS0 quiet vmd.actions=poweroff".into(),
             mem_mib: 256,
             cpus: 1,
@@ -167,12 +168,29 @@ mod tests {
                 "1",
                 "-b",
                 "/g/vmlinux",
+                "-k",
+                &guest().cmdline,
                 "-I",
                 "/g/initramfs.cpio.gz",
-                "-k",
-                &guest().cmdline
             ]
         );
+    }
+
+    #[test]
+    fn no_initrd_means_no_initrd_flag() {
+        let g = Guest {
+            initrd: None,
+            ..guest()
+        };
+        for kind in [Kind::VmRun, Kind::QemuQ35, Kind::QemuMicrovm] {
+            let inv = invocation(kind, Path::new("vmm"), &g);
+            assert!(
+                !inv.args
+                    .iter()
+                    .any(|a| a == "-I" || a == "-initrd" || a.contains("initramfs")),
+                "{inv:?}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@ use report::Series;
 #[derive(Parser, Debug)]
 #[command(
     name = "vmbench",
-    about = "Boot-time and overhead benchmark: vm-run against QEMU/KVM on the same guest"
+    about = "Boot-time and overhead benchmark: vm-run against QEMU/KVM on the same guest",
+    // Later flags win, so wrappers can pass defaults that users override.
+    args_override_self = true
 )]
 struct Args {
     /// Runs per contender
@@ -30,9 +32,18 @@ struct Args {
     /// The test guest's directory (made by tests/guest/build)
     #[arg(long, default_value = "target/guest")]
     guest: PathBuf,
-    /// Kernel file in the guest directory: vmlinux (PVH ELF) or vmlinuz (bzImage)
+    /// Kernel: a file in the guest directory, vmlinux (PVH ELF) or vmlinuz (bzImage), or an absolute path
     #[arg(long, default_value = "vmlinux")]
     kernel: String,
+    /// Initrd: a file in the guest directory or an absolute path; "none" for no initrd
+    #[arg(long, default_value = "initramfs.cpio.gz")]
+    initrd: String,
+    /// The console line that ends the boot measurement
+    #[arg(long, default_value = "GUEST-READY")]
+    ready_marker: String,
+    /// The console line the guest prints right before powering off (may equal --ready-marker)
+    #[arg(long, default_value = "GUEST-POWEROFF")]
+    poweroff_marker: String,
     /// Guest memory in MiB
     #[arg(long, default_value_t = 256)]
     mem: u64,
@@ -86,12 +97,12 @@ fn main() -> anyhow::Result<()> {
     }
     let guest = Guest {
         kernel: args.guest.join(&args.kernel),
-        initrd: args.guest.join("initramfs.cpio.gz"),
+        initrd: (args.initrd != "none").then(|| args.guest.join(&args.initrd)),
         cmdline: args.cmdline.clone(),
         mem_mib: args.mem,
         cpus: args.cpus,
     };
-    for f in [&guest.kernel, &guest.initrd] {
+    for f in std::iter::once(&guest.kernel).chain(guest.initrd.as_ref()) {
         if !f.is_file() {
             bail!("{} is missing: run tests/guest/build", f.display());
         }
@@ -143,7 +154,10 @@ fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" "),
         guest.kernel.display(),
-        guest.initrd.display(),
+        guest
+            .initrd
+            .as_ref()
+            .map_or("no initrd".to_string(), |p| p.display().to_string()),
         guest.cpus,
         guest.mem_mib,
         guest.cmdline
@@ -172,8 +186,8 @@ fn main() -> anyhow::Result<()> {
                     .log_dir
                     .as_ref()
                     .map(|d| d.join(format!("{}-{round}.log", c.kind.name()))),
-                ready_marker: "GUEST-READY".into(),
-                poweroff_marker: "GUEST-POWEROFF".into(),
+                ready_marker: args.ready_marker.clone(),
+                poweroff_marker: args.poweroff_marker.clone(),
                 boot_timeout: Duration::from_secs(args.boot_timeout),
                 exit_timeout: Duration::from_secs(args.exit_timeout),
                 guest_mem_bytes: args.mem << 20,
@@ -181,11 +195,11 @@ fn main() -> anyhow::Result<()> {
             match measure::run_once(&spec) {
                 Ok(s) => {
                     eprintln!(
-                        "vmbench: round {round}/{}: {}: boot {:.3} s, poweroff to exit {:.1} ms, \
+                        "vmbench: round {round}/{}: {}: boot {:.1} ms, poweroff to exit {:.1} ms, \
                          peak RSS {:.1} MiB, VMM RSS {}",
                         args.runs,
                         c.kind.name(),
-                        s.boot.as_secs_f64(),
+                        s.boot.as_secs_f64() * 1000.0,
                         s.poweroff_to_exit.as_secs_f64() * 1000.0,
                         s.max_rss_kib as f64 / 1024.0,
                         s.vmm_rss_kib
@@ -225,7 +239,16 @@ fn main() -> anyhow::Result<()> {
     println!();
     print!(
         "{}",
-        report::render(&series, args.runs, args.mem, &baselines)
+        report::render(
+            &series,
+            args.runs,
+            args.mem,
+            &report::Markers {
+                ready: args.ready_marker.clone(),
+                poweroff: args.poweroff_marker.clone(),
+            },
+            &baselines
+        )
     );
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report::to_json(&series, args.mem))?;

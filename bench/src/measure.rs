@@ -420,6 +420,12 @@ mod tests {
     }
 
     #[test]
+    fn scanner_reports_one_line_for_two_equal_markers() {
+        let mut s = MarkerScanner::new(vec!["HELLO-PVH".into(), "HELLO-PVH".into()]);
+        assert_eq!(s.feed(b"HELLO-PVH\n"), vec![0, 1]);
+    }
+
+    #[test]
     fn scanner_bounds_long_lines() {
         let mut s = scanner();
         let long = vec![b'x'; MAX_LINE * 4];

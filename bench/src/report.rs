@@ -19,6 +19,15 @@ pub struct Series {
     pub missing: Option<String>,
 }
 
+/// The console markers the figures are measured from.
+#[derive(Debug, Clone)]
+pub struct Markers {
+    /// Ends the boot measurement.
+    pub ready: String,
+    /// Starts the poweroff measurement.
+    pub poweroff: String,
+}
+
 /// What a table row measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
@@ -44,30 +53,23 @@ impl Metric {
         Metric::VmmRss,
     ];
 
-    fn title(self) -> &'static str {
+    fn title(self, m: &Markers) -> String {
         match self {
-            Metric::Boot => "boot: process start -> GUEST-READY (s)",
-            Metric::PoweroffToExit => "poweroff: GUEST-POWEROFF -> process exit (ms)",
-            Metric::PeakRss => "peak RSS (MiB)",
-            Metric::RssOverGuest => "peak RSS minus guest memory (MiB)",
-            Metric::VmmRss => "VMM RSS outside guest RAM, at GUEST-POWEROFF (MiB)",
+            Metric::Boot => format!("boot: process start -> {} (ms)", m.ready),
+            Metric::PoweroffToExit => format!("poweroff: {} -> process exit (ms)", m.poweroff),
+            Metric::PeakRss => "peak RSS (MiB)".to_string(),
+            Metric::RssOverGuest => "peak RSS minus guest memory (MiB)".to_string(),
+            Metric::VmmRss => format!("VMM RSS outside guest RAM, at {} (MiB)", m.poweroff),
         }
     }
 
     fn key(self) -> &'static str {
         match self {
-            Metric::Boot => "boot_s",
+            Metric::Boot => "boot_ms",
             Metric::PoweroffToExit => "poweroff_to_exit_ms",
             Metric::PeakRss => "peak_rss_mib",
             Metric::RssOverGuest => "rss_over_guest_mib",
             Metric::VmmRss => "vmm_rss_mib",
-        }
-    }
-
-    fn decimals(self) -> usize {
-        match self {
-            Metric::Boot => 3,
-            _ => 1,
         }
     }
 
@@ -76,7 +78,7 @@ impl Metric {
     pub fn value(self, s: &Sample, guest_mem_mib: u64) -> Option<f64> {
         let rss_mib = s.max_rss_kib as f64 / 1024.0;
         Some(match self {
-            Metric::Boot => s.boot.as_secs_f64(),
+            Metric::Boot => s.boot.as_secs_f64() * 1000.0,
             Metric::PoweroffToExit => s.poweroff_to_exit.as_secs_f64() * 1000.0,
             Metric::PeakRss => rss_mib,
             Metric::RssOverGuest => rss_mib - guest_mem_mib as f64,
@@ -133,7 +135,13 @@ fn series_stats(s: &Series, m: Metric, guest_mem_mib: u64) -> Option<(Stats, usi
 /// The results table: one block per metric, one row per contender with
 /// min/median/max over its successful runs and the ratio of its median to
 /// each baseline's median. Contenders that failed or are missing say so.
-pub fn render(series: &[Series], runs: usize, guest_mem_mib: u64, baselines: &[&str]) -> String {
+pub fn render(
+    series: &[Series],
+    runs: usize,
+    guest_mem_mib: u64,
+    markers: &Markers,
+    baselines: &[&str],
+) -> String {
     let mut out = String::new();
     let width = series
         .iter()
@@ -142,7 +150,7 @@ pub fn render(series: &[Series], runs: usize, guest_mem_mib: u64, baselines: &[&
         .unwrap_or(0)
         .max(8);
     for m in Metric::ALL {
-        out.push_str(&format!("{}\n", m.title()));
+        out.push_str(&format!("{}\n", m.title(markers)));
         out.push_str(&format!(
             "  {:width$}  {:>5}  {:>9}  {:>9}  {:>9}",
             "", "runs", "min", "median", "max"
@@ -155,9 +163,8 @@ pub fn render(series: &[Series], runs: usize, guest_mem_mib: u64, baselines: &[&
             let Some((st, n)) = series_stats(s, m, guest_mem_mib) else {
                 continue;
             };
-            let d = m.decimals();
             out.push_str(&format!(
-                "  {:width$}  {:>5}  {:>9.d$}  {:>9.d$}  {:>9.d$}",
+                "  {:width$}  {:>5}  {:>9.1}  {:>9.1}  {:>9.1}",
                 s.name,
                 format!("{n}/{runs}"),
                 st.min,
@@ -298,6 +305,26 @@ mod tests {
         assert_eq!(Metric::VmmRss.value(&without, 256), None);
     }
 
+    fn markers() -> Markers {
+        Markers {
+            ready: "GUEST-READY".into(),
+            poweroff: "GUEST-POWEROFF".into(),
+        }
+    }
+
+    #[test]
+    fn titles_name_the_markers() {
+        let out = render(&table(), 2, 256, &markers(), &["qemu-q35"]);
+        assert!(
+            out.contains("boot: process start -> GUEST-READY (ms)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("poweroff: GUEST-POWEROFF -> process exit (ms)"),
+            "{out}"
+        );
+    }
+
     fn table() -> Vec<Series> {
         vec![
             Series {
@@ -323,16 +350,16 @@ mod tests {
 
     #[test]
     fn render_prints_medians_and_ratios_to_the_baseline() {
-        let out = render(&table(), 2, 256, &["qemu-q35"]);
+        let out = render(&table(), 2, 256, &markers(), &["qemu-q35"]);
         // vm-run boot median 2.5 s against QEMU's 5.0 s.
         let boot_row = out
             .lines()
-            .find(|l| l.trim_start().starts_with("vm-run") && l.contains("2.500"))
+            .find(|l| l.trim_start().starts_with("vm-run") && l.contains("2500.0"))
             .unwrap();
         assert!(boot_row.contains("0.50x"), "{out}");
         let q35_row = out
             .lines()
-            .find(|l| l.trim_start().starts_with("qemu-q35") && l.contains("5.000"))
+            .find(|l| l.trim_start().starts_with("qemu-q35") && l.contains("5000.0"))
             .unwrap();
         assert!(q35_row.contains("1.00x"), "{out}");
         assert!(
@@ -349,7 +376,7 @@ mod tests {
             failures: vec!["no GUEST-READY on the console within 180s (killed)".into()],
             ..Default::default()
         }];
-        let out = render(&series, 5, 256, &["qemu-q35"]);
+        let out = render(&series, 5, 256, &markers(), &["qemu-q35"]);
         assert!(
             out.contains("vm-run: no successful run (1 failed): no GUEST-READY"),
             "{out}"
@@ -366,7 +393,7 @@ mod tests {
         let c = &v["contenders"][0];
         assert_eq!(c["name"], "vm-run");
         assert_eq!(c["samples"].as_array().unwrap().len(), 2);
-        assert_eq!(c["summary"]["boot_s"]["median"], 2.5);
+        assert_eq!(c["summary"]["boot_ms"]["median"], 2500.0);
         assert_eq!(v["contenders"][2]["missing"], "qemu not found");
     }
 }
