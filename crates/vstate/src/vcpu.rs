@@ -130,6 +130,43 @@ pub struct Vcpu {
     io: Bus,
     mmio: Bus,
     bound: bool,
+    stats: ExitStats,
+}
+
+/// Counts of the exits that reached userspace, for profiling (logged at
+/// debug level when the vCPU is dropped).
+#[derive(Default)]
+struct ExitStats {
+    /// Port I/O exits per port.
+    pio: std::collections::HashMap<u16, u64>,
+    /// MMIO exits per 4 KiB page.
+    mmio: std::collections::HashMap<u64, u64>,
+}
+
+impl ExitStats {
+    fn summary(&self) -> String {
+        let mut pio: Vec<(u16, u64)> = self.pio.iter().map(|(&p, &n)| (p, n)).collect();
+        pio.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut mmio: Vec<(u64, u64)> = self.mmio.iter().map(|(&p, &n)| (p, n)).collect();
+        mmio.sort_by(|a, b| b.1.cmp(&a.1));
+        let total: u64 =
+            pio.iter().map(|e| e.1).sum::<u64>() + mmio.iter().map(|e| e.1).sum::<u64>();
+        let top_pio: Vec<String> = pio
+            .iter()
+            .take(12)
+            .map(|(p, n)| format!("{p:#x}:{n}"))
+            .collect();
+        let top_mmio: Vec<String> = mmio
+            .iter()
+            .take(6)
+            .map(|(p, n)| format!("{p:#x}:{n}"))
+            .collect();
+        format!(
+            "{total} exits; ports {}; mmio pages {}",
+            top_pio.join(" "),
+            top_mmio.join(" ")
+        )
+    }
 }
 
 fn set_u32(regs: &mut [libc::c_char], off: usize, v: u32) {
@@ -167,6 +204,7 @@ impl Vcpu {
             io,
             mmio,
             bound: false,
+            stats: ExitStats::default(),
         };
         let table = cpuid::for_vcpu(supported, index, nr_vcpus)
             .map_err(|e| VcpuError::Cpuid(std::io::Error::other(e.to_string())))?;
@@ -337,9 +375,11 @@ impl Vcpu {
                     VcpuExit::IoIn(..) | VcpuExit::IoOut(..) => pio = true,
                     VcpuExit::MmioRead(addr, data) => {
                         self.mmio.read(addr, data);
+                        *self.stats.mmio.entry(addr & !0xfff).or_default() += 1;
                     }
                     VcpuExit::MmioWrite(addr, data) => {
                         self.mmio.write(addr, data);
+                        *self.stats.mmio.entry(addr & !0xfff).or_default() += 1;
                     }
                     VcpuExit::Shutdown => return VcpuStop::TripleFault,
                     VcpuExit::SystemEvent(kind, _) => match kind {
@@ -419,6 +459,7 @@ impl Vcpu {
         // `run_size` bytes (checked above); nothing else aliases it while the
         // vCPU is stopped in userspace on this thread.
         let data = unsafe { std::slice::from_raw_parts_mut(run.cast::<u8>().add(off), total) };
+        *self.stats.pio.entry(io.port).or_default() += 1;
         for chunk in data.chunks_mut(size) {
             if u32::from(io.direction) == KVM_EXIT_IO_OUT {
                 self.io.write(u64::from(io.port), chunk);
@@ -457,6 +498,7 @@ impl Vcpu {
 
 impl Drop for Vcpu {
     fn drop(&mut self) {
+        tracing::debug!("vCPU {}: {}", self.index, self.stats.summary());
         if self.bound {
             // The mapping goes away with `fd`: the kick handler must not touch it.
             KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
