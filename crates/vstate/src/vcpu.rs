@@ -146,9 +146,9 @@ struct ExitStats {
 impl ExitStats {
     fn summary(&self) -> String {
         let mut pio: Vec<(u16, u64)> = self.pio.iter().map(|(&p, &n)| (p, n)).collect();
-        pio.sort_by(|a, b| b.1.cmp(&a.1));
+        pio.sort_by_key(|e| std::cmp::Reverse(e.1));
         let mut mmio: Vec<(u64, u64)> = self.mmio.iter().map(|(&p, &n)| (p, n)).collect();
-        mmio.sort_by(|a, b| b.1.cmp(&a.1));
+        mmio.sort_by_key(|e| std::cmp::Reverse(e.1));
         let total: u64 =
             pio.iter().map(|e| e.1).sum::<u64>() + mmio.iter().map(|e| e.1).sum::<u64>();
         let top_pio: Vec<String> = pio
