@@ -167,9 +167,29 @@ impl Channel {
     /// Receives one raw packet into the channel's buffer; returns its
     /// length and the descriptors that came with it.
     fn recv_packet(&mut self) -> Result<(usize, Vec<OwnedFd>), ChannelError> {
-        // One byte more than the largest frame, so a larger packet shows
-        // up as truncated.
-        self.buf.resize(MAX_FRAME + 1, 0);
+        // Size the buffer to the waiting packet (MSG_PEEK | MSG_TRUNC tells
+        // its length), at most one byte more than the largest frame so a
+        // larger packet shows up as truncated. Small packets keep the
+        // buffer small: a control process with hundreds of clients does
+        // not hold a maximal buffer for each.
+        let mut probe = [0u8; 1];
+        let waiting = loop {
+            match socket::recv(
+                self.fd.as_raw_fd(),
+                &mut probe,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(n) => break n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) => return Err(ChannelError::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let size = waiting.clamp(1, MAX_FRAME + 1);
+        if self.buf.len() > 4096 && size <= 4096 {
+            self.buf = Vec::new();
+        }
+        self.buf.resize(size.max(self.buf.len()), 0);
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut self.buf)];
         let (bytes, flags, fds) = loop {

@@ -49,6 +49,7 @@ const CONTROL_SYSCALLS: &[(i64, &str)] = &[
     (libc::SYS_accept4, "accept a client on the control socket"),
     (libc::SYS_getsockopt, "SO_PEERCRED: who the client is"),
     (libc::SYS_recvmsg, "read a request or a parent message"),
+    (libc::SYS_recvfrom, "peek at the size of the next packet"),
     (libc::SYS_sendmsg, "relay a request or a reply"),
     (libc::SYS_sendto, "send a log line to syslog's /dev/log"),
     (libc::SYS_write, "log to stderr in the foreground"),
