@@ -33,6 +33,9 @@ pub enum SandboxError {
     /// The Landlock ruleset could not be applied
     #[error("could not apply the Landlock ruleset")]
     Landlock(#[from] landlock::RulesetError),
+    /// Capabilities could not be dropped
+    #[error("could not drop capabilities")]
+    Caps(#[source] std::io::Error),
 }
 
 /// The system calls the control process makes once it serves clients,
@@ -204,6 +207,86 @@ pub fn confine_vmm(exe: &Path) -> Result<bool, SandboxError> {
         .restrict_self()?;
     refuse(VMM_DENIED)?;
     Ok(status.ruleset != RulesetStatus::NotEnforced)
+}
+
+/// Capabilities the parent keeps, each with why; it drops every other one
+/// from its effective, permitted and bounding sets, so neither it nor any
+/// process it starts can get them back.
+const PARENT_CAPS: &[(u32, &str)] = &[
+    (0, "CAP_CHOWN: give a console to the user who starts a VM"),
+    (1, "CAP_DAC_OVERRIDE: open users' images and disks as root"),
+    (
+        2,
+        "CAP_DAC_READ_SEARCH: reach users' images through their directories",
+    ),
+    (3, "CAP_FOWNER: set a console's mode after giving it away"),
+    (5, "CAP_KILL: signal children running as _vmd"),
+    (
+        6,
+        "CAP_SETGID: children become _vmd (setresgid, initgroups)",
+    ),
+    (7, "CAP_SETUID: children become _vmd (setresuid)"),
+    (
+        12,
+        "CAP_NET_ADMIN: taps and bridges for the VMs' interfaces",
+    ),
+];
+
+/// Drops every capability but [`PARENT_CAPS`] (vmd's parent pledge:
+/// files, ttys, processes, no more).
+pub fn limit_parent_capabilities() -> Result<(), SandboxError> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    let keep: u64 = PARENT_CAPS.iter().fold(0, |m, &(c, _)| m | 1 << c);
+    for cap in 0..=last {
+        if keep & (1 << cap) == 0 {
+            // SAFETY: PR_CAPBSET_DROP takes integers only.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            if r != 0 {
+                return Err(SandboxError::Caps(std::io::Error::last_os_error()));
+            }
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        // _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set.
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let low = keep as u32;
+    let high = (keep >> 32) as u32;
+    let data = [
+        Data {
+            effective: low,
+            permitted: low,
+            inheritable: 0,
+        },
+        Data {
+            effective: high,
+            permitted: high,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads a version-3 header and two data words from the
+    // valid, properly laid out structures above; it writes nothing back.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    if r != 0 {
+        return Err(SandboxError::Caps(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Forbids every file-system access from now on (Landlock), where the

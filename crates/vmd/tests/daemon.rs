@@ -50,6 +50,11 @@ fn control_and_vmm_run_as_the_unprivileged_user() {
         assert_eq!(uid_of(*pid), vmd_uid, "child {pid} is not unprivileged");
     }
     assert_eq!(uid_of(d.pid()), 0);
+    // The parent keeps only the capabilities it needs (chown, dac
+    // override and read search, fowner, kill, setgid, setuid, net_admin).
+    let st = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    assert!(st.lines().any(|l| l == "CapEff:\t00000000000010ef"), "{st}");
+    assert!(st.lines().any(|l| l == "CapBnd:\t00000000000010ef"), "{st}");
     // The control process is under its seccomp filter (mode 2) and
     // no_new_privs.
     let (control, _) = kids

@@ -158,6 +158,9 @@ impl Parent {
             }
         };
         drop(kvm);
+        if let Err(e) = privsep::sandbox::limit_parent_capabilities() {
+            tracing::warn!("{}", crate::error_chain(&e));
+        }
         let mut parent = Parent {
             args,
             registry: Registry::new(HostLimits::detect()),
