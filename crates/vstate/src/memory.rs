@@ -19,7 +19,10 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MmapRegion,
+};
 
 /// Top of conventional (low) RAM: 640 KiB.
 pub const LOW_RAM_END: u64 = 0xa_0000;
@@ -168,6 +171,7 @@ impl GuestRam {
         }
         let memory = GuestMemoryMmap::from_regions(regions)
             .map_err(|e| MemoryError::Regions(e.to_string()))?;
+        advise_huge_pages(&memory);
         Ok(Self {
             memory,
             memfd,
@@ -188,6 +192,32 @@ impl GuestRam {
     /// Total RAM in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+}
+
+/// Asks for transparent huge pages on guest RAM. Populating guest memory
+/// 4 KiB at a time is the largest cost of a boot on slow hosts (measured
+/// in the nested bench: 1.8-4 s to load a 45 MiB vmlinux in L1); with
+/// huge pages it is one fault per 2 MiB. For a memfd the kernel honours
+/// this only when `/sys/kernel/mm/transparent_hugepage/shmem_enabled` is
+/// `advise` (or `always`/`within_size`); otherwise it is a no-op.
+fn advise_huge_pages(memory: &GuestMemoryMmap) {
+    for region in memory.iter() {
+        // SAFETY: the range is exactly one live mapping owned by `memory`;
+        // MADV_HUGEPAGE changes no contents.
+        let r = unsafe {
+            libc::madvise(
+                region.as_ptr().cast(),
+                region.len() as usize,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+        if r != 0 {
+            tracing::debug!(
+                "MADV_HUGEPAGE on guest memory: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
