@@ -4,7 +4,7 @@
 //! the rest to the parent. A client that sends garbage is disconnected;
 //! the others never notice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::AsFd;
 
 use nix::errno::Errno;
@@ -16,10 +16,14 @@ use proto::{Request, Response};
 /// Most clients connected at once; more wait in the listen queue.
 const MAX_CLIENTS: usize = 512;
 
+/// While this many messages wait for the parent, clients are not read
+/// (back-pressure instead of an unbounded queue).
+const MAX_QUEUED: usize = 1024;
+
 /// Why the control process stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// The parent sent something it must not
+    /// The parent sent something it must not, or its channel failed
     #[error("bad message from the parent")]
     Parent(#[source] ChannelError),
     /// poll failed
@@ -41,6 +45,10 @@ pub struct Control {
     listener: Listener,
     clients: BTreeMap<u64, Client>,
     next_client: u64,
+    /// Messages for the parent that did not fit in the socket yet. The
+    /// channel to the parent is non-blocking both ways, so control never
+    /// waits on the parent while the parent waits on control.
+    to_parent: VecDeque<ControlToParent>,
 }
 
 impl Control {
@@ -52,6 +60,7 @@ impl Control {
             listener,
             clients: BTreeMap::new(),
             next_client: 1,
+            to_parent: VecDeque::new(),
         }
     }
 
@@ -60,61 +69,100 @@ impl Control {
         self.listener
             .set_nonblocking(true)
             .map_err(ControlError::Accept)?;
+        self.parent
+            .set_nonblocking(true)
+            .map_err(ControlError::Parent)?;
         loop {
             let ids: Vec<u64> = self.clients.keys().copied().collect();
-            let (parent_ev, listen_ev, client_ev) = {
-                let mut fds = Vec::with_capacity(2 + ids.len());
-                fds.push(PollFd::new(self.parent.as_fd(), PollFlags::POLLIN));
-                let listen_flags = if self.clients.len() < MAX_CLIENTS {
-                    PollFlags::POLLIN
-                } else {
-                    PollFlags::empty()
-                };
-                fds.push(PollFd::new(self.listener.as_fd(), listen_flags));
-                for id in &ids {
-                    fds.push(PollFd::new(
-                        self.clients[id].chan.as_fd(),
-                        PollFlags::POLLIN,
-                    ));
-                }
-                match poll(&mut fds, PollTimeout::NONE) {
-                    Ok(_) | Err(Errno::EINTR) => {}
-                    Err(e) => return Err(ControlError::Poll(e)),
-                }
-                let ev: Vec<PollFlags> = fds
-                    .iter()
-                    .map(|f| f.revents().unwrap_or(PollFlags::empty()))
-                    .collect();
-                (ev[0], ev[1], ev[2..].to_vec())
-            };
-            if !parent_ev.is_empty() && !self.on_parent()? {
+            let events = self.wait(&ids)?;
+            let parent_ev = events[0];
+            if parent_ev.contains(PollFlags::POLLOUT) {
+                self.flush()?;
+            }
+            if parent_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                && !self.on_parent()?
+            {
                 return Ok(());
             }
-            if !listen_ev.is_empty() {
+            if !events[1].is_empty() {
                 self.accept()?;
             }
-            for (id, ev) in ids.into_iter().zip(client_ev) {
+            for (id, ev) in ids.into_iter().zip(&events[2..]) {
                 if !ev.is_empty() {
-                    self.on_client(id);
+                    self.on_client(id)?;
                 }
             }
         }
+    }
+
+    /// Polls the parent, the listener and `ids`; their events in that
+    /// order.
+    fn wait(&self, ids: &[u64]) -> Result<Vec<PollFlags>, ControlError> {
+        let mut parent_flags = PollFlags::POLLIN;
+        if !self.to_parent.is_empty() {
+            parent_flags |= PollFlags::POLLOUT;
+        }
+        let listen_flags = if self.clients.len() < MAX_CLIENTS {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::empty()
+        };
+        let client_flags = if self.to_parent.len() < MAX_QUEUED {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::empty()
+        };
+        let mut fds = Vec::with_capacity(2 + ids.len());
+        fds.push(PollFd::new(self.parent.as_fd(), parent_flags));
+        fds.push(PollFd::new(self.listener.as_fd(), listen_flags));
+        for id in ids {
+            fds.push(PollFd::new(self.clients[id].chan.as_fd(), client_flags));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(ControlError::Poll(e)),
+        }
+        Ok(fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect())
     }
 
     /// Handles one message from the parent; false when the parent is gone.
     fn on_parent(&mut self) -> Result<bool, ControlError> {
         match self.parent.recv_msg::<ParentToControl>() {
             Ok(ParentToControl::Reply { client, resp }) => {
-                self.reply(client, &resp);
+                self.reply(client, &resp)?;
                 Ok(true)
             }
             Ok(ParentToControl::Verbose(v)) => {
                 crate::log::set_verbose(v);
                 Ok(true)
             }
+            Err(e) if e.would_block() => Ok(true),
             Err(ChannelError::Closed) => Ok(false),
             Err(e) => Err(ControlError::Parent(e)),
         }
+    }
+
+    /// Queues a message for the parent and sends what the socket takes.
+    fn send_parent(&mut self, msg: ControlToParent) -> Result<(), ControlError> {
+        self.to_parent.push_back(msg);
+        self.flush()
+    }
+
+    /// Sends queued messages until the socket is full.
+    fn flush(&mut self) -> Result<(), ControlError> {
+        while let Some(msg) = self.to_parent.front() {
+            match self.parent.send(msg, &[]) {
+                Ok(()) => {
+                    self.to_parent.pop_front();
+                }
+                Err(e) if e.would_block() => return Ok(()),
+                Err(e) => return Err(ControlError::Parent(e)),
+            }
+        }
+        Ok(())
     }
 
     fn accept(&mut self) -> Result<(), ControlError> {
@@ -151,55 +199,53 @@ impl Control {
         }
     }
 
-    fn on_client(&mut self, id: u64) {
+    fn on_client(&mut self, id: u64) -> Result<(), ControlError> {
         let Some(client) = self.clients.get_mut(&id) else {
-            return;
+            return Ok(());
         };
         let peer = client.peer;
         match client.chan.recv_msg::<Request>() {
             Ok(req) => {
                 if req.root_only() && peer.uid != 0 {
                     tracing::warn!("denied request {} from uid {}", req.name(), peer.uid);
-                    self.reply(id, &Response::Error { code: libc::EPERM });
-                    return;
+                    return self.reply(id, &Response::Error { code: libc::EPERM });
                 }
-                let msg = ControlToParent::Request {
+                self.send_parent(ControlToParent::Request {
                     client: id,
                     peer,
                     req,
-                };
-                if let Err(e) = self.parent.send(&msg, &[]) {
-                    tracing::warn!("control: could not relay a request: {e}");
-                }
+                })
             }
-            Err(e) if e.would_block() => {}
+            Err(e) if e.would_block() => Ok(()),
             Err(ChannelError::Closed) => self.drop_client(id),
             Err(e) => {
                 tracing::warn!(
                     "control: client {id} (uid {}): {e}, disconnecting",
                     peer.uid
                 );
-                self.drop_client(id);
+                self.drop_client(id)
             }
         }
     }
 
-    fn reply(&mut self, id: u64, resp: &Response) {
+    fn reply(&mut self, id: u64, resp: &Response) -> Result<(), ControlError> {
         let Some(client) = self.clients.get(&id) else {
             tracing::debug!("control: reply for departed client {id} dropped");
-            return;
+            return Ok(());
         };
         if let Err(e) = client.chan.send(resp, &[]) {
             // A client that does not read its replies is dropped.
             tracing::debug!("control: client {id}: {e}, disconnecting");
-            self.drop_client(id);
+            return self.drop_client(id);
         }
+        Ok(())
     }
 
-    fn drop_client(&mut self, id: u64) {
+    fn drop_client(&mut self, id: u64) -> Result<(), ControlError> {
         if self.clients.remove(&id).is_some() {
             tracing::debug!("control: client {id} disconnected");
-            let _ = self.parent.send(&ControlToParent::Gone { client: id }, &[]);
+            return self.send_parent(ControlToParent::Gone { client: id });
         }
+        Ok(())
     }
 }

@@ -122,13 +122,27 @@ fn many_clients_at_once() {
     if !is_root() {
         return;
     }
-    let d = Daemon::start("");
-    let mut clients: Vec<_> = (0..50).map(|_| d.client()).collect();
+    // 100 VMs make each status reply several KiB; 300 clients ask before
+    // any of them reads, so replies pile up on every side.
+    let kernel = tempfile::NamedTempFile::new().unwrap();
+    let conf: String = (0..100)
+        .map(|i| {
+            format!(
+                "vm \"m{i}\" {{\n disable\n boot \"{}\"\n}}\n",
+                kernel.path().display()
+            )
+        })
+        .collect();
+    let d = Daemon::start(&conf);
+    let mut clients: Vec<_> = (0..300).map(|_| d.client()).collect();
     for c in &clients {
         c.send(&Request::Status { target: None }, &[]).unwrap();
     }
     for c in &mut clients {
-        assert_eq!(c.recv_msg::<Response>().unwrap(), Response::VmInfo(vec![]));
+        match c.recv_msg::<Response>().unwrap() {
+            Response::VmInfo(rows) => assert_eq!(rows.len(), 100),
+            other => panic!("{other:?}"),
+        }
     }
 }
 
