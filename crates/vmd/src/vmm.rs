@@ -343,8 +343,11 @@ impl Vmm {
     }
 
     fn send_parent(&self, msg: &VmmToParent) {
-        if let Err(e) = self.parent.send(msg, &[]) {
-            tracing::warn!("vmm: could not reach the parent: {e}");
+        match self.parent.send(msg, &[]) {
+            Ok(()) => {}
+            // The parent is shutting down: nobody to tell.
+            Err(ChannelError::Closed) => tracing::debug!("vmm: parent gone, {msg:?} not sent"),
+            Err(e) => tracing::warn!("vmm: could not reach the parent: {e}"),
         }
     }
 }

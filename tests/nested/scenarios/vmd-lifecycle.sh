@@ -58,11 +58,16 @@ for _ in $(seq 300); do
     [ "$(grep -c GUEST-READY "$LOGS/boots.log")" -ge 2 ] && break
     sleep 1
 done
+# The same cat on the same tty saw both boots: the console was kept.
 [ "$(grep -c GUEST-READY "$LOGS/boots.log")" -ge 2 ] || fail "the VM did not come back on its tty after the reboot"
-ctl status boots | grep -q "${TTY#/dev/} .* running boots$" || fail "restarted VM changed tty or is not running"
+grep -q "the guest rebooted, restarting it" "$LOGS/vmd.log" || fail "vmd did not log the restart"
 
+# The guest reboots on every boot: vmd restarts it until three restarts
+# came less than 6 s apart, so it may be running or already stopped.
 info "forced stop"
-ctl stop -f -w boots || fail "vmctl stop -f boots failed"
+if ctl status boots | grep -q ' running boots$'; then
+    ctl stop -f -w boots || ctl status boots | grep -q ' stopped boots$' || fail "vmctl stop -f boots failed"
+fi
 ctl status boots | grep -q ' stopped boots$' || fail "boots did not stop"
 
 kill -TERM "$vmd_pid"
