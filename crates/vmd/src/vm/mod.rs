@@ -189,7 +189,7 @@ impl Shared {
 }
 
 /// Power events from the devices end the VM.
-struct PowerSink(Arc<Mutex<Option<Arc<Shared>>>>);
+struct PowerSink(PowerTarget);
 
 impl PowerEvents for PowerSink {
     fn power_off(&self) {
@@ -294,6 +294,17 @@ pub struct Vm {
     // Kept alive as long as the vCPUs run: KVM maps this memory.
     _ram: GuestRam,
     _kvm: KvmVm,
+    /// Where the devices' power events go; emptied when the VM is dropped,
+    /// which breaks the cycle Shared → PM device → PowerSink → Shared.
+    power_target: PowerTarget,
+}
+
+type PowerTarget = Arc<Mutex<Option<Arc<Shared>>>>;
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        *self.power_target.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// Splits the console into an output sink, and an input fd (with the
@@ -349,7 +360,7 @@ impl Vm {
 
         let (console_out, console_in) = console_fds(cfg.console)?;
         let drained = EventFd::new(EFD_NONBLOCK).map_err(Error::Start)?;
-        let power_target = Arc::new(Mutex::new(None));
+        let power_target: PowerTarget = Arc::new(Mutex::new(None));
         let mut io = Bus::new();
         let mmio = Bus::new();
         let platform = Platform::attach(
@@ -433,6 +444,7 @@ impl Vm {
                 mmio_bus: mmio,
                 _ram: ram,
                 _kvm: kvm,
+                power_target,
             },
             handle,
         ))
