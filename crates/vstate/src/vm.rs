@@ -37,14 +37,6 @@ pub enum VmError {
     /// KVM_CREATE_VM failed.
     #[error("could not create the KVM VM")]
     CreateVm(#[source] kvm_ioctls::Error),
-    /// More vCPUs than KVM allows.
-    #[error("{asked} vCPUs requested, this host allows at most {max}")]
-    TooManyVcpus {
-        /// Requested.
-        asked: usize,
-        /// KVM's limit.
-        max: usize,
-    },
     /// KVM_GET_SUPPORTED_CPUID failed.
     #[error("could not get the supported CPUID")]
     Cpuid(#[source] kvm_ioctls::Error),
