@@ -476,6 +476,17 @@ impl Vcpu {
         unsafe { run.__bindgen_anon_1.internal.suberror }
     }
 
+    /// Tells a guest using kvmclock that the vCPU was stopped (`KVM_KVMCLOCK_CTRL`),
+    /// so that its watchdogs do not take a pause for a lock-up. Call it
+    /// while paused; a guest without kvmclock makes it a no-op.
+    pub fn note_paused(&self) {
+        if let Err(e) = self.fd.kvmclock_ctrl() {
+            if e.errno() != libc::EINVAL {
+                tracing::debug!("vCPU {}: KVM_KVMCLOCK_CTRL: {e}", self.index);
+            }
+        }
+    }
+
     /// A register dump for failure reports.
     pub fn dump(&self) -> String {
         let mut s = format!("vCPU {} registers:", self.index);

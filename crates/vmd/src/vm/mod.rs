@@ -548,10 +548,11 @@ fn unblock_kick_signal() {
 }
 
 /// Handles pending control messages; returns false when the thread must end.
-fn handle_messages(rx: &Receiver<VcpuMsg>) -> bool {
+fn handle_messages(vcpu: &Vcpu, rx: &Receiver<VcpuMsg>) -> bool {
     loop {
         match rx.try_recv() {
             Ok(VcpuMsg::Pause(ack)) => {
+                vcpu.note_paused();
                 let _ = ack.send(());
                 loop {
                     match rx.recv() {
@@ -584,7 +585,7 @@ fn vcpu_thread(index: usize, mut vcpu: Vcpu, rx: Receiver<VcpuMsg>, shared: Arc<
         shared: &shared,
         index,
     };
-    while handle_messages(&rx) {
+    while handle_messages(&vcpu, &rx) {
         let outcome = match vcpu.run() {
             VcpuStop::Interrupted => continue,
             VcpuStop::TripleFault => {
