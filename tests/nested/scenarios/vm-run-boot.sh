@@ -12,8 +12,15 @@ need_bin vm-run
 # $LOGS/NAME.log; sets BG_PID and CONSOLE.
 boot() {
     CONSOLE=$LOGS/$1.log
+    BOOT_START=$(date +%s.%N)
     start_bg "$CONSOLE" "$BIN/vm-run" -m 256M -C "$3" -b "$2" \
         -I "$GUEST/initramfs.cpio.gz" -k "$(guest_cmdline "$4")"
+}
+
+# elapsed WHAT: how long since the last boot started (a figure for the log,
+# never checked).
+elapsed() {
+    info "$1 $(awk "BEGIN { printf \"%.2f\", $(date +%s.%N) - $BOOT_START }") s after start"
 }
 
 # check_cpus_mem CPUS: the markers of the cpus and mem actions.
@@ -29,15 +36,21 @@ check_cpus_mem() {
 info "PVH vmlinux, 1 vCPU: cpus, mem, poweroff"
 boot pvh-1cpu "$GUEST/vmlinux" 1 cpus,mem,poweroff
 expect_marker "$CONSOLE" GUEST-READY 90
+elapsed GUEST-READY
 expect_marker "$CONSOLE" GUEST-POWEROFF 30
 expect_exit "$BG_PID" 30 0
+elapsed "vm-run exited"
+
 check_cpus_mem 1
 
 info "bzImage, 2 vCPUs: cpus, mem, poweroff"
 boot bzimage-2cpu "$GUEST/vmlinuz" 2 cpus,mem,poweroff
 expect_marker "$CONSOLE" GUEST-READY 120
+elapsed GUEST-READY
 expect_marker "$CONSOLE" GUEST-POWEROFF 30
 expect_exit "$BG_PID" 30 0
+elapsed "vm-run exited"
+
 check_cpus_mem 2
 
 info "PVH vmlinux, 2 vCPUs: reboot"
