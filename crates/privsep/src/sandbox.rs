@@ -289,6 +289,15 @@ pub fn limit_parent_capabilities() -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Confines the parent once its children run: only the capabilities of
+/// [`PARENT_CAPS`], and the system calls of [`VMM_DENIED`] refused with
+/// `EPERM` (the parent opens files for users and creates consoles; it
+/// never mounts, traces, loads modules or sets clocks).
+pub fn confine_parent() -> Result<(), SandboxError> {
+    limit_parent_capabilities()?;
+    refuse(VMM_DENIED)
+}
+
 /// Forbids every file-system access from now on (Landlock), where the
 /// kernel supports Landlock; returns whether it is enforced.
 pub fn deny_all_files() -> Result<bool, SandboxError> {

@@ -55,6 +55,7 @@ fn control_and_vmm_run_as_the_unprivileged_user() {
     let st = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
     assert!(st.lines().any(|l| l == "CapEff:\t00000000000010ef"), "{st}");
     assert!(st.lines().any(|l| l == "CapBnd:\t00000000000010ef"), "{st}");
+    assert!(st.lines().any(|l| l == "Seccomp:\t2"), "{st}");
     // The control process is under its seccomp filter (mode 2) and
     // no_new_privs.
     let (control, _) = kids

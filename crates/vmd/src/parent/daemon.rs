@@ -158,7 +158,7 @@ impl Parent {
             }
         };
         drop(kvm);
-        if let Err(e) = privsep::sandbox::limit_parent_capabilities() {
+        if let Err(e) = privsep::sandbox::confine_parent() {
             tracing::warn!("{}", crate::error_chain(&e));
         }
         let mut parent = Parent {
