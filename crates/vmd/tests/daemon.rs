@@ -386,3 +386,58 @@ fn root_sets_the_log_level() {
         before + 1
     );
 }
+
+#[test]
+fn without_d_vmd_detaches_and_serves() {
+    if !is_root() {
+        return;
+    }
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("vm.conf");
+    std::fs::write(&conf, "").unwrap();
+    let sock = dir.path().join("vmd.sock");
+    let st = Command::new(vmd_bin())
+        .arg("-f")
+        .arg(&conf)
+        .arg("-s")
+        .arg(&sock)
+        .status()
+        .unwrap();
+    // The command returns once the daemon has detached.
+    assert!(st.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut chan = loop {
+        if let Ok(c) = privsep::Channel::connect(&sock) {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    chan.send(&Request::Status { target: None }, &[]).unwrap();
+    assert_eq!(
+        chan.recv_msg::<Response>().unwrap(),
+        Response::VmInfo(vec![])
+    );
+    // The listening process is the detached parent: not our child, no
+    // terminal.
+    let daemon = privsep::channel::peer_cred(chan.as_fd()).unwrap().pid;
+    let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_ne!(
+        fields[1],
+        std::process::id().to_string(),
+        "the daemon is not our child"
+    );
+    assert_eq!(
+        fields[3],
+        daemon.to_string(),
+        "the daemon leads its session"
+    );
+    assert_eq!(fields[4], "0", "the daemon has no controlling terminal");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), Signal::SIGTERM).unwrap();
+    while sock.exists() {
+        assert!(std::time::Instant::now() < deadline, "socket left behind");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
