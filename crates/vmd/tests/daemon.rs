@@ -109,6 +109,23 @@ fn garbage_from_one_client_does_not_disturb_another() {
         good.recv_msg::<Response>().unwrap(),
         Response::VmInfo(vec![])
     );
+    // Random packets, each on its own connection: every one is refused
+    // (or, by chance, a valid request), and the daemon carries on.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..100 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = 1 + (seed % 300) as usize;
+        let mut packet: Vec<u8> = (0..len).map(|i| (seed >> (i % 8 * 8)) as u8).collect();
+        packet[0] = proto::VERSION;
+        let c = d.client();
+        let _ = c.send_packet(&packet, &[]);
+    }
+    // A packet larger than the protocol allows.
+    let big = d.client();
+    let _ = big.send_packet(&vec![proto::VERSION; proto::MAX_FRAME + 1000], &[]);
+    assert_eq!(status(&d), vec![]);
     // A client that hangs up with a request in flight changes nothing.
     let quitter = d.client();
     quitter
