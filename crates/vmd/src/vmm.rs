@@ -222,32 +222,35 @@ impl Vmm {
                 kill_at: None,
             },
         );
-        if let Err(e) = sent {
+        if let Err(e) = sent.and_then(|()| child_nonblocking(&self.vms, child.pid.as_raw())) {
             tracing::warn!("{name}: could not hand the vm its configuration: {e}");
             let _ = kill(child.pid, Signal::SIGKILL);
         }
     }
 
-    fn on_vm(&mut self, pid: i32) {
+    /// Handles one message from a vm process; false when there was none
+    /// (nothing waiting, or the channel is gone).
+    fn on_vm(&mut self, pid: i32) -> bool {
         let Some(vm) = self.vms.get_mut(&pid) else {
-            return;
+            return false;
         };
         let Some(chan) = vm.chan.as_mut() else {
-            return;
+            return false;
         };
         let id = vm.id;
         let msg = match chan.recv_msg::<VmToVmm>() {
             Ok(m) => m,
+            Err(e) if e.would_block() => return false,
             Err(ChannelError::Closed) => {
                 // The process is ending; SIGCHLD brings its status.
                 vm.chan = None;
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::warn!("vm {id}: {e}; killing its process");
                 vm.chan = None;
                 let _ = kill(vm.pid, Signal::SIGKILL);
-                return;
+                return false;
             }
         };
         let reply = match msg {
@@ -263,6 +266,7 @@ impl Vmm {
             VmToVmm::UnpauseResult { code } => VmmToParent::UnpauseResult { id, code },
         };
         self.send_parent(&reply);
+        true
     }
 
     fn reap(&mut self) {
@@ -276,6 +280,9 @@ impl Vmm {
                 WaitStatus::Signaled(pid, sig, _) => (pid, ExitStatus::Signal(sig as i32)),
                 _ => continue,
             };
+            // What the process said before it ended comes first (a
+            // failed start says why).
+            while self.on_vm(pid.as_raw()) {}
             let Some(vm) = self.vms.remove(&pid.as_raw()) else {
                 continue;
             };
@@ -349,5 +356,14 @@ impl Vmm {
             Err(ChannelError::Closed) => tracing::debug!("vmm: parent gone, {msg:?} not sent"),
             Err(e) => tracing::warn!("vmm: could not reach the parent: {e}"),
         }
+    }
+}
+
+/// Makes a vm process's channel non-blocking once its start message is
+/// sent: vmm reads it from its loop and drains it when the process ends.
+fn child_nonblocking(vms: &BTreeMap<i32, VmProc>, pid: i32) -> Result<(), ChannelError> {
+    match vms.get(&pid).and_then(|v| v.chan.as_ref()) {
+        Some(chan) => chan.set_nonblocking(true),
+        None => Ok(()),
     }
 }

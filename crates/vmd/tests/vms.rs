@@ -439,3 +439,31 @@ fn one_user_cannot_touch_anothers_vm_console_or_files() {
         Response::Terminated { id }
     );
 }
+
+#[test]
+fn a_vm_that_cannot_be_built_is_an_error_and_stays_stopped() {
+    if !kvm_usable() {
+        return;
+    }
+    let d = Daemon::start("");
+    let junk = d.file("junk.elf", b"this is not a kernel");
+    std::fs::write(&d.conf, vm_conf("junk", &junk, "")).unwrap();
+    assert_eq!(d.request(&Request::Reload), Response::Ok);
+    let resp = d.request(&Request::Start(StartRequest {
+        conf: Box::new(vmconf::VmConf::new("junk")),
+    }));
+    assert_eq!(resp, Response::Error { code: libc::EINVAL }, "{}", d.log());
+    let r = row(&d, "junk").unwrap();
+    assert_eq!(r.state, VmState::Stopped);
+    assert_eq!(r.tty, None);
+    // A kernel that does not exist is ENOENT, before any process starts.
+    let mut conf = vmconf::VmConf::new("ghost");
+    conf.boot = Some(d.dir.path().join("missing.elf"));
+    assert_eq!(
+        d.request(&Request::Start(StartRequest {
+            conf: Box::new(conf)
+        })),
+        Response::Error { code: libc::ENOENT }
+    );
+    assert_eq!(row(&d, "ghost"), None);
+}
