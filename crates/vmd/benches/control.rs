@@ -81,9 +81,9 @@ fn main() {
     }
 }
 
-fn start_req(name: &str) -> Request {
+fn start_req(name: &str, guest: &str) -> Request {
     let mut conf = vmconf::VmConf::new(name);
-    conf.boot = Some(testguests::HELLO.into());
+    conf.boot = Some(guest.into());
     conf.memory = Some(32 << 20);
     Request::Start(StartRequest {
         conf: Box::new(conf),
@@ -91,13 +91,14 @@ fn start_req(name: &str) -> Request {
 }
 
 /// Start → `StartOk`, and start → the guest's first console line (its
-/// first instructions ran), for a guest that prints and powers off.
+/// first instructions ran), for a guest that prints and waits for the
+/// power button (so its console is still there to read).
 fn start_figures(d: &common::Daemon) {
     let mut to_reply = Vec::new();
     let mut to_output = Vec::new();
     for i in 0..30 {
         let t = Instant::now();
-        let tty = match d.request(&start_req(&format!("b{i}"))) {
+        let tty = match d.request(&start_req(&format!("b{i}"), testguests::IDLE)) {
             Response::StartOk { tty, .. } => tty,
             other => panic!("{other:?}"),
         };
@@ -109,22 +110,20 @@ fn start_figures(d: &common::Daemon) {
             .unwrap();
         let mut text = Vec::new();
         let mut buf = [0u8; 256];
-        while !String::from_utf8_lossy(&text).contains("HELLO") {
+        while !String::from_utf8_lossy(&text).contains("IDLE-READY") {
             if let Ok(n) = f.read(&mut buf) {
                 text.extend_from_slice(&buf[..n]);
             }
             assert!(t.elapsed() < Duration::from_secs(10));
         }
         to_output.push(t.elapsed());
-        // Let it power off and be forgotten before the next one.
-        while matches!(
-            d.request(&Request::Status {
-                target: Some(proto::VmTarget::Name(format!("b{i}")))
-            }),
-            Response::VmInfo(_)
-        ) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // End it (and so forget it) before the next one.
+        let stop = Request::Stop {
+            target: proto::VmTarget::Name(format!("b{i}")),
+            force: true,
+            wait: true,
+        };
+        assert!(matches!(d.request(&stop), Response::Terminated { .. }));
     }
     let (m, p) = median(to_reply);
     println!("start → StartOk (VM built):       median {m:?}, p90 {p:?}");
@@ -133,7 +132,7 @@ fn start_figures(d: &common::Daemon) {
 
     let t = Instant::now();
     for i in 0..50 {
-        match d.request(&start_req(&format!("r{i}"))) {
+        match d.request(&start_req(&format!("r{i}"), testguests::HELLO)) {
             Response::StartOk { .. } => {}
             other => panic!("{other:?}"),
         }
