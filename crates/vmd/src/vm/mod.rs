@@ -517,7 +517,8 @@ impl Vm {
     }
 }
 
-/// Clears the thread's kick entry when the thread ends, however it ends.
+/// Clears the thread's kick entry when the thread ends, however it ends,
+/// and reports a panicking vCPU thread as a failure.
 struct KickEntry<'a> {
     shared: &'a Shared,
     index: usize,
@@ -525,6 +526,13 @@ struct KickEntry<'a> {
 
 impl Drop for KickEntry<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Nobody else would tell `run`, which would wait forever.
+            self.shared.send_outcome(VmOutcome::Failed(format!(
+                "vCPU {} thread panicked",
+                self.index
+            )));
+        }
         let mut t = self
             .shared
             .threads
