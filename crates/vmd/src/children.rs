@@ -32,6 +32,8 @@ pub fn run_child(role: Role, args: &Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         Role::Vm => {
+            // vmm's filter applies already: report what it refuses.
+            privsep::sandbox::report_violations()?;
             // Started by vmm, so already unprivileged; drop anyway if not.
             if nix::unistd::geteuid().is_root() {
                 privsep::drop_privileges()?;

@@ -25,6 +25,9 @@ pub enum VmProcError {
     /// The runtime refused the configuration
     #[error("could not create the vm")]
     Create(#[source] crate::vm::Error),
+    /// The vm's seccomp allow-list could not be installed
+    #[error("could not confine the vm process")]
+    Confine(#[source] privsep::sandbox::SandboxError),
 }
 
 /// Builds the runtime's configuration from a spec and its descriptors
@@ -86,6 +89,12 @@ pub fn main(mut chan: Channel, kvm: OwnedFd) -> Result<i32, VmProcError> {
             return Err(VmProcError::Create(e));
         }
     };
+    // Everything is opened and mapped: from here on, every thread (the
+    // RTC's, already started, included) runs under the vm's allow-list.
+    if let Err(e) = privsep::sandbox::confine_vm() {
+        let _ = chan.send(&VmToVmm::Failed { code: libc::EPERM }, &[]);
+        return Err(VmProcError::Confine(e));
+    }
     if chan.send(&VmToVmm::Running, &[]).is_err() {
         return Ok(1);
     }

@@ -287,6 +287,13 @@ impl Vmm {
                 continue;
             };
             tracing::debug!("vm {} (process {pid}) ended: {exit:?}", vm.id);
+            if matches!(exit, ExitStatus::Code(c) if c == 128 + libc::SIGSYS) {
+                // The SIGSYS handler of privsep::sandbox wrote which call.
+                tracing::warn!(
+                    "vm {}: its seccomp filter refused a system call, see its standard error",
+                    vm.id
+                );
+            }
             let msg = if vm.running {
                 VmmToParent::Exited {
                     id: vm.id,

@@ -117,12 +117,27 @@ fn start_status_and_graceful_stop_of_a_config_vm() {
     assert_eq!(r.cur_mem, 32 << 20);
     let pid = r.pid.expect("a running VM has a pid");
     // The vm process runs unprivileged like vmm, under vmm's seccomp
-    // filter, with no_new_privs.
+    // allow-list and its own, tighter one (two filters, vmm has one), with
+    // no_new_privs; each of its threads (vCPUs, RTC, console) too.
     assert_eq!(common::uid_of(pid), common::uid_of(d.children()[0].0));
     assert_ne!(common::uid_of(pid), 0);
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(st.lines().any(|l| l == "Seccomp:\t2"), "{st}");
+    assert!(st.lines().any(|l| l == "Seccomp_filters:\t2"), "{st}");
     assert!(st.lines().any(|l| l == "NoNewPrivs:\t1"), "{st}");
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        // A thread may end meanwhile: check those still there.
+        if let Ok(st) = std::fs::read_to_string(task.unwrap().path().join("status")) {
+            assert!(st.lines().any(|l| l == "Seccomp_filters:\t2"), "{st}");
+        }
+    }
+    let (vmm, _) = d
+        .children()
+        .into_iter()
+        .find(|(_, c)| c.starts_with("vmd: vmm"))
+        .unwrap();
+    let st = std::fs::read_to_string(format!("/proc/{vmm}/status")).unwrap();
+    assert!(st.lines().any(|l| l == "Seccomp_filters:\t1"), "{st}");
     read_console(&tty, "IDLE-READY", 1);
 
     // Starting it again is refused: it runs.

@@ -182,11 +182,18 @@ impl Drop for RawTerminal {
 
 /// Logs peak and current resident memory, split into anonymous (the VMM's
 /// own heap and stacks), file (the binary and libraries) and shared (guest
-/// RAM the guest touched) pages.
-fn log_memory_use() {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+/// RAM the guest touched) pages. `status` is `/proc/self/status`, opened
+/// before the seccomp filter (which allows no `open`): read again from its
+/// start, it is current.
+fn log_memory_use(status: Option<File>) {
+    use std::io::{Read, Seek};
+    let Some(mut file) = status else {
         return;
     };
+    let mut status = String::new();
+    if file.rewind().is_err() || file.read_to_string(&mut status).is_err() {
+        return;
+    }
     let fields: Vec<&str> = status
         .lines()
         .filter(|l| {
@@ -263,15 +270,24 @@ fn main() {
     // SAFETY: isatty only inspects the fd.
     let tty = unsafe { libc::isatty(std::io::stdin().as_raw_fd()) } == 1;
     let raw = tty.then(RawTerminal::enter);
+    let status = args
+        .verbose
+        .then(|| File::open("/proc/self/status").ok())
+        .flatten();
+    // The same allow-list as a vm process of vmd: the VM is built, every
+    // thread from here on (and the RTC's and signal threads) runs under it.
+    if let Err(e) = privsep::sandbox::confine_vm() {
+        drop(raw);
+        eprintln!("vm-run: {}", vmd::error_chain(&e));
+        std::process::exit(1);
+    }
     let outcome = vm.run();
     drop(raw);
     tracing::debug!(
         "VM ended {} us after start: {outcome:?}",
         t0.elapsed().as_micros()
     );
-    if args.verbose {
-        log_memory_use();
-    }
+    log_memory_use(status);
     std::process::exit(outcome.exit_code());
 }
 
