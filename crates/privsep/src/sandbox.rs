@@ -659,39 +659,49 @@ mod tests {
             open("/dev/null"),
             open(exe.to_str().unwrap())
         );
+        // A Unix socket (a vm's syslog) is allowed; an Internet one is not.
+        // SAFETY: socket takes integers; the descriptor is closed at once.
+        let unix = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) };
+        // SAFETY: closes the descriptor made above (or fails on -1).
+        unsafe { libc::close(unix) };
+        println!("PROBE unix-socket={}", unix >= 0);
         // A system call outside the list never runs: the process ends.
-        // SAFETY: unshare with flags 0 changes nothing even if allowed.
-        unsafe { libc::unshare(0) };
-        println!("PROBE survived unshare");
+        if std::env::var("PRIVSEP_LANDLOCK_PROBE").as_deref() == Ok("inet") {
+            // SAFETY: socket takes integers.
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        } else {
+            // SAFETY: unshare with flags 0 changes nothing even if allowed.
+            unsafe { libc::unshare(0) };
+        }
+        println!("PROBE survived");
     }
 
     #[test]
     fn vmm_confinement_hides_the_file_system() {
         // Confining is irreversible: do it in a fresh process running the
         // probe above.
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sandbox::tests::landlock_probe_child",
-                "--nocapture",
-            ])
-            .env("PRIVSEP_LANDLOCK_PROBE", "1")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(text.contains("PROBE enforced="), "{text}");
-        assert!(!text.contains("survived"), "{text}");
-        assert_eq!(out.status.code(), Some(128 + libc::SIGSYS), "{err}");
-        assert!(
-            err.contains(&format!(
-                "seccomp: system call {} is not allowed",
-                libc::SYS_unshare
-            )),
-            "{err}"
-        );
-        if text.contains("enforced=true") {
-            assert!(text.contains("passwd=false null=true exe=true"), "{text}");
+        for (what, nr) in [("unshare", libc::SYS_unshare), ("inet", libc::SYS_socket)] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "sandbox::tests::landlock_probe_child",
+                    "--nocapture",
+                ])
+                .env("PRIVSEP_LANDLOCK_PROBE", what)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(text.contains("PROBE unix-socket=true"), "{what}: {text}");
+            assert!(!text.contains("survived"), "{what}: {text}");
+            assert_eq!(out.status.code(), Some(128 + libc::SIGSYS), "{err}");
+            assert!(
+                err.contains(&format!("seccomp: system call {nr} is not allowed")),
+                "{what}: {err}"
+            );
+            if text.contains("enforced=true") {
+                assert!(text.contains("passwd=false null=true exe=true"), "{text}");
+            }
         }
     }
 
