@@ -762,6 +762,26 @@ impl Parser {
         std::fs::canonicalize(path).map_err(|e| util::io_reason(&e))
     }
 
+    /// Reads a path for an option that may be given once (`boot`, `cdrom`,
+    /// `initrd`) and stores it resolved, or reports `twice` / `not_found`.
+    fn path_once(
+        &mut self,
+        slot: &mut Option<PathBuf>,
+        twice: ParseError,
+        not_found: fn(String, String) -> ParseError,
+    ) -> PResult<()> {
+        let (path, at) = self.string()?;
+        if slot.is_some() {
+            self.error(&at, twice);
+            return Ok(());
+        }
+        match Self::realpath(&path) {
+            Ok(real) => *slot = Some(real),
+            Err(why) => self.error(&at, not_found(path, why)),
+        }
+        Ok(())
+    }
+
     fn vm_option(&mut self, st: &mut VmState, t: Token) -> PResult<()> {
         let vm = &mut st.vm;
         match t.tok {
@@ -814,37 +834,25 @@ impl Parser {
                     });
                     return Ok(());
                 }
-                let (path, at) = self.string()?;
-                if vm.boot.is_some() {
-                    self.error(&at, ParseError::KernelTwice);
-                    return Ok(());
-                }
-                match Self::realpath(&path) {
-                    Ok(real) => vm.boot = Some(real),
-                    Err(why) => self.error(&at, ParseError::KernelNotFound(path, why)),
-                }
+                self.path_once(
+                    &mut vm.boot,
+                    ParseError::KernelTwice,
+                    ParseError::KernelNotFound,
+                )?;
             }
             Tok::Kw(Kw::Cdrom) => {
-                let (path, at) = self.string()?;
-                if vm.cdrom.is_some() {
-                    self.error(&at, ParseError::CdromTwice);
-                    return Ok(());
-                }
-                match Self::realpath(&path) {
-                    Ok(real) => vm.cdrom = Some(real),
-                    Err(why) => self.error(&at, ParseError::CdromNotFound(path, why)),
-                }
+                self.path_once(
+                    &mut vm.cdrom,
+                    ParseError::CdromTwice,
+                    ParseError::CdromNotFound,
+                )?;
             }
             Tok::Kw(Kw::Initrd) => {
-                let (path, at) = self.string()?;
-                if vm.initrd.is_some() {
-                    self.error(&at, ParseError::InitrdTwice);
-                    return Ok(());
-                }
-                match Self::realpath(&path) {
-                    Ok(real) => vm.initrd = Some(real),
-                    Err(why) => self.error(&at, ParseError::InitrdNotFound(path, why)),
-                }
+                self.path_once(
+                    &mut vm.initrd,
+                    ParseError::InitrdTwice,
+                    ParseError::InitrdNotFound,
+                )?;
             }
             Tok::Kw(Kw::Cmdline) => {
                 let (line, at) = self.string()?;
