@@ -677,11 +677,8 @@ impl Parser {
             Tok::Kw(Kw::Enable) => sw.enabled = true,
             Tok::Kw(Kw::Disable) => sw.enabled = false,
             Tok::Kw(Kw::Group) => {
-                let (g, at) = self.string()?;
-                if util::valid_group(&g) {
+                if let Some(g) = self.group()? {
                     sw.group = Some(g);
-                } else {
-                    self.error(&at, ParseError::Group(g));
                 }
             }
             Tok::Kw(Kw::Interface) => {
@@ -708,6 +705,18 @@ impl Parser {
             _ => return Err(self.unexpected(t)),
         }
         Ok(())
+    }
+
+    /// An interface group name (switches and VM interfaces), or `None`
+    /// after reporting a bad one.
+    fn group(&mut self) -> PResult<Option<String>> {
+        let (g, at) = self.string()?;
+        if util::valid_group(&g) {
+            Ok(Some(g))
+        } else {
+            self.error(&at, ParseError::Group(g));
+            Ok(None)
+        }
     }
 
     fn rdomain(&mut self) -> PResult<Option<u32>> {
@@ -1023,11 +1032,8 @@ impl Parser {
                 }
             }
             Tok::Kw(Kw::Group) => {
-                let (g, at) = self.string()?;
-                if util::valid_group(&g) {
+                if let Some(g) = self.group()? {
                     nic.group = Some(g);
-                } else {
-                    self.error(&at, ParseError::Group(g));
                 }
             }
             Tok::Kw(Kw::Locked) => {
