@@ -15,7 +15,14 @@ use common::{is_root, Daemon, TestUser};
 use proto::{Request, Response, StartRequest, VmInfo, VmState, VmTarget};
 
 fn kvm_usable() -> bool {
-    is_root() && Path::new("/dev/kvm").exists()
+    if !is_root() {
+        return false;
+    }
+    let kvm = Path::new("/dev/kvm").exists();
+    if !kvm {
+        common::skip("needs /dev/kvm");
+    }
+    kvm
 }
 
 /// A copy of a test guest that every user may read.

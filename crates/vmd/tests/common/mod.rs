@@ -19,7 +19,21 @@ pub fn vmd_bin() -> PathBuf {
 
 /// True when the tests run as root (the daemon needs it).
 pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        skip("needs root");
+    }
+    root
+}
+/// A test whose precondition is missing is skipped loudly, except under CI
+/// (`CI` set), where root and `/dev/kvm` are guaranteed: there a skip would
+/// let the test pass without running, so it fails instead.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "cannot run under CI: {why}"
+    );
+    eprintln!("skipped: {why}");
 }
 
 /// A running daemon, stopped (SIGTERM) when dropped.
